@@ -24,6 +24,7 @@ import base64
 import binascii
 import enum
 import json
+import logging
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +34,8 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 SiteStatus = Literal["active", "warming"]
 
@@ -360,6 +363,7 @@ def decode_record(
     except _Reject as rej:
         return Rejection(rej.reason, rej.detail, bytes(payload), position, site)
     except Exception as exc:  # never expected; decoding must not stop a loop
+        log.exception("decoder bug on a %d-byte payload", len(payload))
         detail = f"decoder error: {type(exc).__name__}"
         return Rejection(Reason.INVALID_JSON, detail, bytes(payload), position, site)
     return SensorRecord(site, ts, values, position)
@@ -442,6 +446,7 @@ def decode_csv_row(
         payload = raw if raw is not None else ",".join(row).encode("utf-8", "replace")
         return Rejection(rej.reason, rej.detail, payload, position, site)
     except Exception as exc:  # never expected
+        log.exception("CSV decoder bug")
         payload = raw if raw is not None else b""
         detail = f"decoder error: {type(exc).__name__}"
         return Rejection(Reason.INVALID_JSON, detail, payload, position, site)
