@@ -113,13 +113,13 @@ def open_store(settings: Settings) -> StoreView:
 def make_metrics(settings: Settings) -> tuple[PipelineMetrics, Callable[[], bytes]]:
     """ServingMetrics on a fresh registry, and the renderer for /metrics."""
     try:  # TODO(daemon): drop the fallback once obs's metrics.py is in main
-        from prometheus_client import CollectorRegistry
-
-        from streamvae.metrics import ServingMetrics, render
+        from streamvae import metrics as instruments
     except ImportError:
         return NullMetrics(), lambda: b""
-    registry = CollectorRegistry()
-    metrics = ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels)
+    # prometheus_client is imported only by streamvae.metrics: take its registry class there
+    registry = instruments.CollectorRegistry()
+    render = instruments.render
+    metrics = instruments.ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels)
     return metrics, lambda: render(registry)
 
 
@@ -175,6 +175,7 @@ async def _main(
         poll_interval_s=settings.store.poll_interval_s,
     )
     state = _State(settings, holder, metrics, input_path, output_path, bootstrap, training)
+    await holder.refresh()  # the first look at the store: StoreError here is fatal
     missed = failed = False
     try:
         async with asyncio.TaskGroup() as tg:

@@ -16,11 +16,7 @@ import numpy.typing as npt
 import orjson
 
 from streamvae.detector import ScoredBatch
-from streamvae.records import Reason, Rejection, ScoreRecord, SensorRecord, SiteStatus
-
-#: Dead letters keep at most this much of the offending payload (a 10 MB message must not
-#: become a 10 MB dead letter that the producer cannot send).
-MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+from streamvae.records import MAX_SEVERITY, Reason, Rejection, ScoreRecord, SensorRecord, SiteStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +101,7 @@ def build_scores(
         contrib = np.asarray(scored.contributions)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         severities = np.where(thresholds > 0, scores / thresholds, 0.0)
-    severities = np.nan_to_num(severities, nan=0.0, posinf=np.finfo(np.float64).max)
+    severities = np.clip(np.nan_to_num(severities, nan=0.0), -MAX_SEVERITY, MAX_SEVERITY)
     anomalies = known & (scores > thresholds)
     statuses: list[SiteStatus] = ["active" if k else "warming" for k in known.tolist()]
     out = [
@@ -143,8 +139,3 @@ def build_scores(
         severities=severities,
         statuses=statuses,
     )
-
-
-def truncate_payload(payload: bytes) -> bytes:
-    """At most `MAX_DEAD_LETTER_PAYLOAD` bytes of a rejected payload."""
-    return payload if len(payload) <= MAX_DEAD_LETTER_PAYLOAD else payload[:MAX_DEAD_LETTER_PAYLOAD]

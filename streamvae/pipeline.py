@@ -33,7 +33,7 @@ import numpy.typing as npt
 from streamvae.batching import BatchPolicy, MicroBatcher
 from streamvae.detector import ScoredBatch
 from streamvae.errors import NotReadyError, TransientError
-from streamvae.outputs import build_scores, record_payload, stack_values, truncate_payload
+from streamvae.outputs import build_scores, record_payload, stack_values
 from streamvae.records import (
     DeadLetter,
     Reason,
@@ -41,6 +41,7 @@ from streamvae.records import (
     ScoreRecord,
     SensorRecord,
     SourcePosition,
+    dead_letter_of,
 )
 
 log = logging.getLogger(__name__)
@@ -404,12 +405,7 @@ class Pipeline:
         now = self._wall()
         encode_dl = self._codec.encode_dead_letter
         dead = [
-            (
-                r.site.encode() if r.site else None,
-                encode_dl(
-                    DeadLetter(r.reason, r.detail, truncate_payload(r.payload), r.position, now)
-                ),
-            )
+            (r.site.encode() if r.site else None, encode_dl(dead_letter_of(r, now)))
             for r in rejected
         ]
         acked = await self._send(scores, dead)

@@ -40,3 +40,11 @@ def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Callable[.
         return name
 
     return create
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, object]:
+    """Two tiny trained detectors, "v1" and "v2" (trained once per session)."""
+    from tests.integration.daemon_harness import train_tiny
+
+    return {"v1": train_tiny("v1", seed=1), "v2": train_tiny("v2", seed=2)}
