@@ -242,7 +242,7 @@ async def read_outputs(
     bootstrap: str,
     topics: Sequence[str],
     expected: int,
-    timeout: float = 60.0,
+    wait_s: float = 60.0,
     settle: float = 1.0,
 ) -> list[Output]:
     """Everything on `topics` from the beginning: waits for `expected` records, then
@@ -254,7 +254,7 @@ async def read_outputs(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: list[Output] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_s
         quiet_until: float | None = None
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)

@@ -51,7 +51,7 @@ async def test_every_record_one_output_and_commits_at_end(
         store=store,
         output={"top_contributions": 2},
     )
-    corpus = mixed(400, invalid_every=5) + [valid(9999, site="brand-new-site")]
+    corpus = [*mixed(400, invalid_every=5), valid(9999, site="brand-new-site")]
     await produce(broker.bootstrap_servers, names[0], corpus)
     daemon = Daemon(config, tmp_path / "daemon.log").start()
     try:
