@@ -54,6 +54,36 @@ def train_tiny(version: str, seed: int) -> Any:
     )
 
 
+def store_with(root: Path, models: Iterable[Any], promote: str | None) -> Path:
+    """A model store at `root` holding `models`, with `promote` current."""
+    from streamvae.artifacts import ModelStore
+
+    store = ModelStore(root)
+    for detector in models:
+        store.save(detector)
+    if promote:
+        store.promote(promote)
+    return root
+
+
+async def trickle(
+    bootstrap: str, topic: str, items: Sequence[Item], chunk: int = 100, pause: float = 0.05
+) -> None:
+    """Produce `items` in chunks with a pause between them (a steady stream)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, len(items), chunk):
+            futures = [
+                await producer.send(topic, value, key=key)
+                for key, value in items[start : start + chunk]
+            ]
+            await asyncio.gather(*futures)
+            await asyncio.sleep(pause)
+    finally:
+        await producer.stop()
+
+
 def valid(i: int, site: str | None = None) -> Item:
     site = site or SITES[i % len(SITES)]
     ts = 1_732_200_000.0 + i

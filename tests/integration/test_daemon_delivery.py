@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from streamvae.artifacts import ModelStore
 from streamvae.broker import EmbeddedBroker
 from tests.integration.daemon_harness import (
     INVALID,
@@ -17,21 +16,12 @@ from tests.integration.daemon_harness import (
     offsets,
     produce,
     read_outputs,
+    store_with,
     valid,
     write_config,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def store_with(tmp_path: Path, models: dict[str, object], promote: str | None) -> Path:
-    root = tmp_path / "store"
-    store = ModelStore(root)
-    for detector in models.values():
-        store.save(detector)  # type: ignore[arg-type]
-    if promote:
-        store.promote(promote)
-    return root
 
 
 async def test_every_record_one_output_and_commits_at_end(
@@ -42,7 +32,7 @@ async def test_every_record_one_output_and_commits_at_end(
 ) -> None:
     names = (topics("in", 3), topics("out", 3), topics("dlq", 1))
     group = f"g-{names[0]}"
-    store = store_with(tmp_path, {"v1": tiny_models["v1"]}, "v1")
+    store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
     config = write_config(
         tmp_path / "c.toml",
         bootstrap=broker.bootstrap_servers,
