@@ -1,6 +1,6 @@
-"""File source and sink: replay JSONL from a file or stdin through the same pipeline.
+"""File source and sink: replay JSONL (or CSV) from a file or stdin through the same pipeline.
 
-`FileSource` yields each non-blank line with position (path, 0, line number from 0) and
+`FileSource` yields each record with position (path, 0, line number from 0) and
 reports `exhausted` at end of file, which ends the pipeline after the last batch.
 `FileSink` writes score records as JSONL to a file or stdout; dead letters go to
 `<output>.dead-letters.jsonl` (or to stderr when scores go to stdout). Blocking file I/O
@@ -10,10 +10,12 @@ runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import BinaryIO
 
+from streamvae.files import read_payloads
 from streamvae.records import SourcePosition
 
 Output = tuple[bytes | None, bytes]
@@ -21,12 +23,11 @@ READ_CHUNK = 4096
 
 
 class FileSource:
-    """JSONL lines from `path` ("-" = stdin)."""
+    """Records of a JSONL or CSV file (`streamvae.files.read_payloads`; "-" = stdin)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._stream: BinaryIO | None = None
-        self._line = 0
+        self._payloads: Iterator[tuple[bytes, SourcePosition]] | None = None
         self._eof = False
         self.committed: dict[tuple[str, int], int] = {}
 
@@ -34,25 +35,12 @@ class FileSource:
     def exhausted(self) -> bool:
         return self._eof
 
-    def _open(self) -> BinaryIO:
-        if self._stream is None:
-            self._stream = sys.stdin.buffer if self.path == "-" else open(self.path, "rb")  # noqa: SIM115
-        return self._stream
-
     def _read(self, n: int) -> list[tuple[bytes, SourcePosition]]:
-        stream = self._open()
-        out: list[tuple[bytes, SourcePosition]] = []
-        name = "stdin" if self.path == "-" else self.path
-        while len(out) < n:
-            line = stream.readline()
-            if not line:
-                self._eof = True
-                break
-            number = self._line
-            self._line += 1
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                out.append((line, SourcePosition(name, 0, number)))
+        if self._payloads is None:
+            self._payloads = read_payloads(self.path)
+        out = list(itertools.islice(self._payloads, n))
+        if len(out) < n:
+            self._eof = True
         return out
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[tuple[bytes, SourcePosition]]:
@@ -79,8 +67,8 @@ class FileSource:
         return {}
 
     def close(self) -> None:
-        if self._stream is not None and self._stream is not sys.stdin.buffer:
-            self._stream.close()
+        if self._payloads is not None and hasattr(self._payloads, "close"):
+            self._payloads.close()  # closes the file (a generator's finally)
 
 
 class FileSink:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -110,10 +111,9 @@ async def test_broker_down_at_start_then_up(tiny_models: dict[str, object], tmp_
         assert "streamvae.app: ready" not in daemon.text()
         with later:
             for name, parts in zip(names, (2, 2, 1), strict=True):
-                try:
+                # (may already be auto-created by the daemon's metadata request)
+                with contextlib.suppress(TransientError):
                     later.create_topic(name, parts)
-                except TransientError:
-                    pass  # auto-created by the daemon's metadata request meanwhile
             corpus = mixed(300)
             await produce(later.bootstrap_servers, names[0], corpus)
             daemon.wait_ready(30)
