@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamvae.broker import EmbeddedBroker
 from streamvae.errors import TransientError
@@ -166,3 +168,55 @@ def test_replay_file_to_file_and_stdin_to_stdout(
     )
     assert piped.returncode == 0, piped.stderr.decode()[-3000:]
     assert len(piped.stdout.splitlines()) == len(scores)
+
+
+async def test_produce_command_publishes_csv_keyed_by_site(
+    broker: EmbeddedBroker, topics: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = topics("produced", 3)
+    data = tmp_path / "data.csv"
+    data.write_text(
+        "site,ts,a,b,c\n" + "".join(f"s{i % 3},{1_700_000_000 + i},{i},1,2\n" for i in range(90))
+    )
+    config = write_config(
+        tmp_path / "c.toml",
+        bootstrap=broker.bootstrap_servers,
+        topics=(topic, "o", "d"),
+        group="g",
+        store=tmp_path / "store",
+    )
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "streamvae",
+            "produce",
+            "--config",
+            str(config),
+            "--data",
+            str(data),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got: list[tuple[int, bytes | None, bytes]] = []
+        async with asyncio.timeout(20):
+            while len(got) < 90:
+                for tp, msgs in (await consumer.getmany(timeout_ms=200)).items():
+                    got.extend((tp.partition, m.key, m.value) for m in msgs)
+    finally:
+        await consumer.stop()
+    partition_of: dict[bytes | None, set[int]] = {}
+    for partition, key, value in got:
+        assert orjson.loads(value)["site"].encode() == key
+        partition_of.setdefault(key, set()).add(partition)
+    assert all(len(parts) == 1 for parts in partition_of.values())  # a site stays on one partition

@@ -107,7 +107,7 @@ async def test_two_instances_share_and_survive_a_rebalance(
         )
         await asyncio.sleep(0.8)
         started = time.monotonic()
-        assert b.stop() == 0  # leaves the group: a takes every partition over
+        assert await asyncio.to_thread(b.stop) == 0  # leaves: a takes every partition over
         assert time.monotonic() - started < 10
         await feeding
         outputs = await read_outputs(broker.bootstrap_servers, names[1:], len(corpus), settle=2.0)
