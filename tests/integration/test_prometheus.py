@@ -43,6 +43,15 @@ def test_promtool_check_rules() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("config", ["prometheus-compose.yml", "prometheus.example.yml"])
+def test_promtool_check_config(config: str) -> None:
+    out = subprocess.run(
+        [_tool("promtool"), "check", "config", str(PROM_DIR / config)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_promtool_test_rules() -> None:
     files = sorted(str(p) for p in (PROM_DIR / "tests").glob("*.test.yml"))
     assert files
