@@ -338,21 +338,20 @@ class TrainingMetrics:
         self._scalars = {
             name: _Gauges(f"{p}training_{name}", doc)
             for name, doc in (
-                ("loss_spikes", "Last retrain: loss spikes detected."),
+                ("loss_spikes", "Last retrain: epochs flagged as loss spikes."),
+                ("unresolved_loss_spikes", "Last retrain: spikes the loss never recovered from."),
                 ("nonfinite_batches", "Last retrain: NaN/inf batches rejected."),
-                ("grad_norm", "Last retrain: gradient norm (largest of the last epoch)."),
+                ("grad_norm", "Last retrain: mean pre-clipping gradient norm (kept epoch)."),
+                ("grad_norm_max", "Last retrain: largest pre-clipping gradient norm (kept epoch)."),
                 (
                     "discriminator_accuracy",
-                    "Last retrain: density-ratio discriminator "
-                    "accuracy (prior vs aggregate posterior).",
+                    "Last retrain: density-ratio discriminator T(z) "
+                    "accuracy, aggregate posterior vs N(0,I) (kept epoch).",
                 ),
-                ("discriminator_loss", "Last retrain: discriminator loss."),
-                (
-                    "active_latent_units",
-                    "Last retrain: active latent units (Var[E q(z|x)] > 0.01).",
-                ),
-                ("latent_units", "Last retrain: latent units in total."),
+                ("discriminator_loss", "Last retrain: discriminator loss (kept epoch)."),
+                ("active_latent_units", "Last retrain: latent units with Var_x[E q(z|x)] > 0.01."),
                 ("epochs", "Last retrain: epochs run."),
+                ("train_records", "Last retrain: training records."),
             )
         }
         self._nu = _Gauges(

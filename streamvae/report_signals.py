@@ -1,10 +1,14 @@
 """Read the stability signals out of a training report. Pure: no I/O, no metrics library.
 
-The model's `fit` returns a report (JSON-like mapping) with a `summary` mapping and a
-per-epoch `history` list. This module reads it defensively: every signal is optional,
-several spellings are accepted, the last history entry fills in what the summary lacks,
-and values that are missing, non-numeric or non-finite are simply left out. The
-metrics edge (`streamvae.metrics`) turns the result into gauges.
+The report is `TrainingReport.to_dict()` (streamvae/model/report.py): run-level totals
+(`spikes`, `unresolved_spikes`, `nan_batches`, `best_epoch`, `n_train`, ...) and a
+per-epoch `history` list (`loss`, `reconstruction`, `kl`, `expected_t`, `val_loss`,
+`grad_norm`, `grad_norm_max`, `precision_min/q01/q50/q99`, `nu_min/q01/q50`,
+`disc_accuracy`, `disc_loss`, `active_units`). The per-epoch signals are taken from the
+best epoch (the weights the model keeps), else the last; run-level keys and an optional
+`summary` mapping override them. Reading is defensive: every signal is optional, several
+spellings are accepted, and missing, non-numeric or non-finite values are left out.
+The metrics edge (`streamvae.metrics`) turns the result into gauges.
 
     signals = training_signals(report)
     signals.loss_terms        {"total": 1.2, "reconstruction": 0.9, "kl": 0.3, ...}
@@ -22,7 +26,8 @@ from typing import Any
 
 # signal name -> accepted report keys, first match wins
 SCALAR_KEYS: dict[str, tuple[str, ...]] = {
-    "loss_spikes": ("loss_spikes", "loss_spike_count", "spike_count", "spikes"),
+    "loss_spikes": ("spikes", "loss_spikes", "loss_spike_count", "spike_count"),
+    "unresolved_loss_spikes": ("unresolved_spikes", "unresolved_loss_spikes"),
     "nonfinite_batches": (
         "nonfinite_batches",
         "non_finite_batches",
@@ -30,20 +35,20 @@ SCALAR_KEYS: dict[str, tuple[str, ...]] = {
         "rejected_batches",
         "skipped_batches",
     ),
-    "grad_norm": ("grad_norm", "grad_norm_max", "max_grad_norm", "gradient_norm"),
+    "grad_norm": ("grad_norm", "gradient_norm"),
+    "grad_norm_max": ("grad_norm_max", "max_grad_norm"),
     "discriminator_accuracy": ("discriminator_accuracy", "disc_accuracy", "disc_acc"),
     "discriminator_loss": ("discriminator_loss", "disc_loss"),
     "active_latent_units": ("active_units", "active_latent_units", "active_latent"),
-    "latent_units": ("latent_dim", "latent_units"),
-    "epochs": ("epochs", "epoch", "epochs_run"),
-    "train_seconds": ("wall_time_s", "wall_time", "train_seconds", "seconds", "duration_s"),
+    "epochs": ("epochs", "epochs_run"),
+    "train_records": ("n_train", "train_records"),
 }
 LOSS_TERM_KEYS: dict[str, tuple[str, ...]] = {
     "total": ("loss", "total_loss", "loss_total", "train_loss"),
-    "validation": ("val_loss", "validation_loss", "loss_val"),
+    "validation": ("val_loss", "best_val_loss", "validation_loss", "loss_val"),
     "reconstruction": ("reconstruction", "recon", "loss_reconstruction", "nll", "rec"),
     "kl": ("kl", "kl_standard", "kl_normal", "loss_kl"),
-    "prior_t": ("mean_t", "e_t", "t_mean", "prior_term", "kl_correction"),
+    "expected_t": ("expected_t", "mean_t", "e_t", "t_mean"),
 }
 _NU_PREFIXES = ("nu", "df")
 _PRECISION_PREFIXES = ("precision", "lambda", "lam")
@@ -67,11 +72,15 @@ def _number(value: Any) -> float | None:
 
 
 def _flat(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The last history entry, overridden by the summary (both optional)."""
+    """The best (else last) history entry, overridden by run-level keys and `summary`."""
     merged: dict[str, Any] = {}
     history = report.get("history")
-    if isinstance(history, Sequence) and history and isinstance(history[-1], Mapping):
-        merged.update(history[-1])
+    if isinstance(history, Sequence) and not isinstance(history, str) and history:
+        best = report.get("best_epoch")
+        index = best if isinstance(best, int) and 0 <= best < len(history) else -1
+        if isinstance(history[index], Mapping):
+            merged.update(history[index])
+    merged.update({k: v for k, v in report.items() if k not in ("history", "summary")})
     summary = report.get("summary")
     if isinstance(summary, Mapping):
         merged.update(summary)

@@ -198,14 +198,13 @@ def test_training_metrics_read_report(registry: CollectorRegistry) -> None:
     assert get("streamvae_retrain_last_success_timestamp_seconds") == 1234.0
     assert get("streamvae_training_loss", {"term": "total"}) == 2.0  # last epoch
     assert get("streamvae_training_loss", {"term": "reconstruction"}) == 1.5
-    assert get("streamvae_training_grad_norm") == 3.0
+    assert get("streamvae_training_grad_norm") == 3.0  # no best_epoch: the last epoch
     assert get("streamvae_training_discriminator_accuracy") == 0.62  # summary wins
     assert get("streamvae_training_discriminator_loss") == 0.66
     assert get("streamvae_training_loss_spikes") == 2
     assert get("streamvae_retrain_loss_spikes_total") == 2
     assert get("streamvae_training_nonfinite_batches") == 1
     assert get("streamvae_training_active_latent_units") == 6
-    assert get("streamvae_training_latent_units") == 8
     assert get("streamvae_training_decoder_nu", {"quantile": "0"}) == 2.3
     assert get("streamvae_training_decoder_nu", {"quantile": "0.05"}) == 2.9
     assert get("streamvae_training_decoder_precision", {"quantile": "0.95"}) == 40.0
@@ -235,3 +234,51 @@ def test_render_is_prometheus_text(registry: CollectorRegistry) -> None:
     text = render(registry).decode()
     assert "# TYPE streamvae_end_to_end_lag_seconds histogram" in text
     assert "streamvae_ready 0.0" in text
+
+
+def _epoch(epoch: int, **kw: Any) -> Any:
+    from streamvae.model.report import EpochStats
+
+    base: dict[str, Any] = {
+        "epoch": epoch, "beta": 1.0, "loss": 5.0 - epoch, "reconstruction": 4.0 - epoch,
+        "kl": 1.0, "expected_t": 0.1, "val_loss": 6.0 - epoch, "grad_norm": 2.0,
+        "grad_norm_max": 9.0, "nan_batches": 1, "spike": False, "precision_min": 0.02,
+        "precision_q01": 0.1, "precision_q50": 1.0, "precision_q99": 30.0, "nu_min": 2.2,
+        "nu_q01": 2.5, "nu_q50": 8.0, "disc_loss": 0.6, "disc_accuracy": 0.7,
+        "active_units": 5, "wall_s": 0.5,
+    }  # fmt: skip
+    base.update(kw)
+    return EpochStats(**base)
+
+
+def test_training_metrics_read_the_model_report(registry: CollectorRegistry) -> None:
+    """The report as the model writes it: TrainingReport.to_dict()."""
+    from streamvae.model.report import TrainingReport
+
+    report = TrainingReport(
+        epochs=3, best_epoch=1, best_val_loss=5.0, nan_batches=2, spikes=1,
+        unresolved_spikes=1, stopped_early=False, warm_started=True, n_train=900, n_val=100,
+        device="cpu", wall_s=1.5,
+        history=(_epoch(0), _epoch(1, disc_accuracy=0.55, nu_min=float("nan")), _epoch(2)),
+    ).to_dict()  # fmt: skip
+    TrainingMetrics(registry).retrain(
+        outcome="rejected", reason="unhealthy_training", duration_s=2.0, report=report
+    )
+    get = registry.get_sample_value
+    # per-epoch signals come from the best epoch (the weights that were kept) ...
+    assert get("streamvae_training_loss", {"term": "total"}) == 4.0
+    assert get("streamvae_training_loss", {"term": "reconstruction"}) == 3.0
+    assert get("streamvae_training_loss", {"term": "expected_t"}) == 0.1
+    assert get("streamvae_training_loss", {"term": "validation"}) == 5.0
+    assert get("streamvae_training_discriminator_accuracy") == 0.55
+    assert get("streamvae_training_decoder_nu", {"quantile": "0"}) is None  # NaN -> absent
+    assert get("streamvae_training_decoder_nu", {"quantile": "0.01"}) == 2.5
+    assert get("streamvae_training_decoder_precision", {"quantile": "0.99"}) == 30.0
+    assert get("streamvae_training_grad_norm_max") == 9.0
+    # ... run-level totals from the report itself
+    assert get("streamvae_training_nonfinite_batches") == 2
+    assert get("streamvae_training_loss_spikes") == 1
+    assert get("streamvae_training_unresolved_loss_spikes") == 1
+    assert get("streamvae_training_epochs") == 3
+    assert get("streamvae_training_train_records") == 900
+    assert get("streamvae_retrain_nonfinite_batches_total") == 2
