@@ -255,19 +255,37 @@ def test_retrainer_is_a_singleton_and_scorers_do_not_retrain() -> None:
     ]
 
 
-def test_service_and_monitor_select_the_pods() -> None:
+def test_services_and_monitor_select_the_pods() -> None:
+    """Service name = `job` label: the rules expect streamvae and streamvae-retrainer."""
     docs = base_docs()
-    service = _get(docs, "Service", "streamvae")
-    assert service["metadata"]["name"] == "streamvae"  # = the `job` label the rules use
+    monitor = _get(docs, "ServiceMonitor", "streamvae")
     for name in ("streamvae", "streamvae-retrainer"):
+        service = _get(docs, "Service", name)
         labels = _pod(docs, name)["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items()
-    monitor = _get(docs, "ServiceMonitor", "streamvae")
-    assert (
-        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    )
-    port_names = {p["name"] for p in service["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+        others = {n for n in ("streamvae", "streamvae-retrainer") if n != name}
+        for other in others:
+            other_labels = _pod(docs, other)["metadata"]["labels"]
+            assert not service["spec"]["selector"].items() <= other_labels.items()
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items()
+            <= service["metadata"]["labels"].items()
+        )
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+    rules = (REPO / "deploy" / "prometheus" / "streamvae-rules.yml").read_text()
+    assert 'up{job=~"streamvae|streamvae-retrainer"}' in rules
+
+
+def test_retrainer_reads_every_partition_without_duplicating_outputs(tmp_path: Path) -> None:
+    docs = base_docs()
+    settings = _config(docs, tmp_path)
+    env = _env(_container(docs, "streamvae-retrainer"))
+    assert env["STREAMVAE_KAFKA__GROUP_ID"] != settings.kafka.group_id
+    assert env["STREAMVAE_KAFKA__OUTPUT_TOPIC"] != settings.kafka.output_topic
+    assert env["STREAMVAE_KAFKA__DEAD_LETTER_TOPIC"] != settings.kafka.dead_letter_topic
+    scorer = _env(_container(docs, "streamvae"))
+    assert "STREAMVAE_KAFKA__GROUP_ID" not in scorer
 
 
 def test_sasl_password_comes_from_a_secret_file(tmp_path: Path) -> None:
