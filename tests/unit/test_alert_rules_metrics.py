@@ -106,3 +106,18 @@ def test_every_recording_rule_is_tested() -> None:
         if "record" in rule and rule["record"] not in tests and rule["record"] not in alert_exprs
     }
     assert untested == set()
+
+
+def test_every_exported_metric_is_documented() -> None:
+    docs = (REPO / "docs" / "operations.md").read_text()
+    registry = CollectorRegistry()
+    ServingMetrics(registry)
+    TrainingMetrics(registry)
+    names = {family.name for family in registry.collect()}
+    names |= {
+        family.name
+        for collector in list(registry._collector_to_names)  # describe() of custom collectors
+        for family in getattr(collector, "describe", lambda: [])()
+    }
+    missing = {name for name in names if f"`{name}" not in docs}
+    assert missing == set()
