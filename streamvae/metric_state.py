@@ -95,11 +95,10 @@ class SiteTotals:
         severities: npt.NDArray[np.float64],
     ) -> None:
         """sites: (B,), anomalies: (B,) 0/1, severities: (B,) finite."""
-        get = self._slots.get
-        codes = [get(s, -1) for s in sites]
-        if -1 in codes:
-            codes = [self._slot(s) for s in sites]
-        slots = np.fromiter(codes, dtype=np.intp, count=len(codes))
+        try:  # fast path: every site already has a slot (dict.get is None otherwise)
+            slots = np.fromiter(map(self._slots.get, sites), dtype=np.intp, count=len(sites))
+        except TypeError:
+            slots = np.fromiter(map(self._slot, sites), dtype=np.intp, count=len(sites))
         n = self._cap
         records = np.bincount(slots, minlength=n)
         anomalous = np.bincount(slots, weights=anomalies, minlength=n).astype(np.int64)
