@@ -127,7 +127,9 @@ def decode_record(
 
 
 def decode_csv_row(
-    row: Sequence[str], header: Sequence[str], spec: DecoderSpec,
+    row: Sequence[str],
+    header: Sequence[str],
+    spec: DecoderSpec,
     position: SourcePosition | None = None,
 ) -> SensorRecord | Rejection:
     """Decode one CSV row given its header `site,ts,<feature…>`. Never raises."""

@@ -1,0 +1,280 @@
+"""One retraining pass, synchronous: lock the store, train, gate, promote or reject.
+
+Runs off the event loop: in a worker thread (`mode="thread"`) or with the
+training itself in a child process started with multiprocessing *spawn*
+(`mode="process"`). The child receives only numpy arrays, strings and frozen
+spec dataclasses, writes the candidate to the store itself and sends back plain
+data (version, gate verdict, training report); no model crosses the boundary.
+
+Order of a pass (`run_pass`):
+
+1. take the store's writer lock (`ModelStore.lock()`); if another retrainer
+   holds it, skip with a log line (outcome `skipped`, reason `locked`);
+2. load the current model (warm start when features and architecture match);
+3. `train_detector` on the buffer's training part;
+4. `ModelStore.save` (atomic) -> candidate version;
+5. gate (`streamvae.gate`) on the buffer's held-out part, candidate vs current;
+6. `promote` (atomic pointer swap) or `reject(version, reason)` (kept for inspection).
+
+A crash anywhere leaves the store consistent: until step 6 the current pointer
+is untouched, and a candidate that was saved but never judged is just an
+unpromoted version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from streamvae.errors import ArtifactError, StoreLockedError, TrainingError
+from streamvae.gate import GateSpec, decide, evaluate
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["promoted", "rejected", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJob:
+    """Everything a pass needs, as plain data (crosses a process boundary)."""
+
+    store_root: str
+    features: tuple[str, ...]
+    train_values: npt.NDArray[np.float32]  # (N, D)
+    train_sites: npt.NDArray[np.str_]  # (N,)
+    holdout_values: npt.NDArray[np.float32]  # (M, D)
+    holdout_sites: npt.NDArray[np.str_]  # (M,)
+    model_spec: Any  # streamvae.detector.ModelSpec
+    train_spec: Any  # streamvae.detector.TrainSpec
+    threshold_spec: Any  # streamvae.detector.ThresholdSpec
+    gate_spec: GateSpec
+    device: str = "cpu"
+    trigger: str = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateResult:
+    """What the training worker reports back."""
+
+    version: str | None
+    accept: bool
+    reason: str
+    detail: str
+    sites: tuple[str, ...] = ()
+    report: Mapping[str, Any] | None = None
+    gate: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    outcome: Outcome
+    reason: str
+    detail: str
+    version: str | None
+    duration_s: float
+    sites: tuple[str, ...] = ()
+    report: Mapping[str, Any] | None = None
+
+
+def _store(root: str) -> Any:
+    from streamvae.artifacts import ModelStore
+
+    return ModelStore(Path(root))
+
+
+def train_candidate(job: TrainingJob, store: Any = None) -> CandidateResult:
+    """Train, save and judge a candidate (no promotion). Runs torch: worker only."""
+    from streamvae.artifacts import new_version
+    from streamvae.detector import train_detector
+
+    store = _store(job.store_root) if store is None else store
+    current = None
+    if store.current() is not None:
+        try:
+            current = store.load(device=job.device)
+        except ArtifactError as exc:
+            log.warning("current model unusable, training from scratch: %s", exc)
+    log.info(
+        "training candidate on %d records of %d sites (trigger: %s, warm start from %s)",
+        len(job.train_values),
+        len(set(job.train_sites.tolist())),
+        job.trigger,
+        current.version if current else None,
+    )
+    try:
+        candidate = train_detector(
+            job.train_values,
+            job.train_sites.tolist(),
+            features=job.features,
+            model_spec=job.model_spec,
+            train_spec=job.train_spec,
+            threshold_spec=job.threshold_spec,
+            device=job.device,
+            version=new_version(),
+            init=current,
+        )
+    except TrainingError as exc:
+        return CandidateResult(None, False, "training_failed", str(exc))
+    report = candidate.report.to_dict()
+    version = store.save(candidate)
+    weights_finite = all(
+        bool(np.isfinite(t.float().numpy()).all()) for t in candidate.state_dicts().values()
+    )
+    hold_sites = job.holdout_sites.tolist()
+    cand_eval = evaluate(candidate, job.holdout_values, hold_sites) if weights_finite else {}
+    cur_eval = evaluate(current, job.holdout_values, hold_sites) if current else None
+    decision = decide(
+        cand_eval, cur_eval, weights_finite=weights_finite, report=report, spec=job.gate_spec
+    )
+    return CandidateResult(
+        version,
+        decision.accept,
+        str(decision.reason),
+        decision.detail,
+        tuple(sorted(candidate.sites)),
+        report,
+        dict(decision.summary),
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Child side: leave as soon as the parent is gone (even after a SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(3)
+
+
+def _child_main(job: TrainingJob, conn: multiprocessing.connection.Connection, parent: int) -> None:
+    """Entry point of the spawned training process: one job, one reply."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    try:
+        conn.send(("ok", train_candidate(job)))
+    except Exception as exc:  # reported to the parent, which logs it as a failed pass
+        log.exception("training process failed")
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class ChildHandle:
+    """The running training process, so a shutdown can kill it."""
+
+    def __init__(self) -> None:
+        self.process: multiprocessing.process.BaseProcess | None = None
+
+    def kill(self) -> None:
+        p = self.process
+        if p is not None and p.is_alive():
+            log.warning("killing training process %s", p.pid)
+            p.kill()
+
+
+def train_in_process(job: TrainingJob, handle: ChildHandle | None = None) -> CandidateResult:
+    """`train_candidate` in a spawned child process; raises TrainingError if it dies."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_child_main, args=(job, send, os.getpid()), name="streamvae-train", daemon=True
+    )
+    proc.start()
+    send.close()
+    if handle is not None:
+        handle.process = proc
+    try:
+        while True:
+            if recv.poll(0.2):
+                try:
+                    status, payload = recv.recv()
+                except EOFError as exc:
+                    raise TrainingError(f"training process died (exit {proc.exitcode})") from exc
+                if status != "ok":
+                    raise TrainingError(f"training process failed: {payload}")
+                if not isinstance(payload, CandidateResult):
+                    raise TrainingError("training process sent an unexpected reply")
+                return payload
+            if not proc.is_alive() and not recv.poll(0):
+                raise TrainingError(f"training process died (exit {proc.exitcode})")
+    finally:
+        recv.close()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+@contextlib.contextmanager
+def _locked(store: Any) -> Iterator[bool]:
+    """Yields True holding the store lock, False when another process holds it."""
+    try:
+        cm = store.lock()
+        cm.__enter__()
+    except StoreLockedError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def run_pass(
+    job: TrainingJob,
+    *,
+    mode: Literal["thread", "process"] = "thread",
+    handle: ChildHandle | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    store: Any = None,
+) -> PassResult:
+    """Lock, train, gate, promote/reject. Blocking: call from a worker thread.
+
+    `store` defaults to `ModelStore(job.store_root)` (a test may pass its own).
+    """
+    start = clock()
+    store = _store(job.store_root) if store is None else store
+    with _locked(store) as held:
+        if not held:
+            log.info("another retrainer holds the model store lock; skipping this pass")
+            return PassResult("skipped", "locked", "store lock held elsewhere", None, 0.0)
+        try:
+            if mode == "process":
+                result = train_in_process(job, handle)
+            else:
+                result = train_candidate(job, store)
+        except TrainingError as exc:
+            log.error("retraining failed: %s", exc)
+            return PassResult("failed", "training_failed", str(exc), None, clock() - start)
+        if result.version is None:
+            log.error("retraining failed: %s", result.detail)
+            return PassResult("failed", result.reason, result.detail, None, clock() - start)
+        if result.accept:
+            store.promote(result.version)
+            outcome: Outcome = "promoted"
+            log.info("promoted %s (%s)", result.version, result.detail)
+        else:
+            store.reject(result.version, f"{result.reason}: {result.detail}")
+            outcome = "rejected"
+            log.warning("rejected %s: %s (%s)", result.version, result.reason, result.detail)
+    return PassResult(
+        outcome,
+        result.reason,
+        result.detail,
+        result.version,
+        clock() - start,
+        result.sites,
+        result.report,
+    )
