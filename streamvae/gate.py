@@ -103,10 +103,15 @@ class Scorable(Protocol):
 def evaluate(
     detector: Scorable, values: npt.NDArray[np.float32], sites: Sequence[str]
 ) -> dict[str, SiteEval]:
-    """Per-site held-out summary of `detector`. values: (N, D); sites: (N,). Runs torch."""
+    """Per-site held-out summary of `detector`. values: (N, D); sites: (N,). Runs torch.
+
+    The detector's log-likelihood is in standardized units; subtracting the
+    scaler's Σ log scale puts models with different scalers on one (raw) scale.
+    """
     if len(sites) == 0:
         return {}
-    loglik = np.asarray(detector.loglik(values, sites), dtype=np.float64)
+    log_scale = float(getattr(getattr(detector, "scaler", None), "log_scale_sum", 0.0))
+    loglik = np.asarray(detector.loglik(values, sites), dtype=np.float64) - log_scale
     scored = detector.score(values, sites)
     over = np.asarray(scored.scores, dtype=np.float64) > np.asarray(scored.thresholds)
     names = np.asarray(list(sites), dtype=object)
