@@ -24,6 +24,7 @@ unpromoted version.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -38,8 +39,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from streamvae.errors import ArtifactError, StoreLockedError, TrainingError
+from streamvae.errors import ArtifactError, StoreError, StoreLockedError, TrainingError
 from streamvae.gate import GateSpec, decide, evaluate
+from streamvae.sites import shifted_fallback_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,6 @@ def _store(root: str) -> Any:
 
 def train_candidate(job: TrainingJob, store: Any = None) -> CandidateResult:
     """Train, save and judge a candidate (no promotion). Runs torch: worker only."""
-    from streamvae.artifacts import new_version
     from streamvae.detector import train_detector
 
     store = _store(job.store_root) if store is None else store
@@ -122,11 +123,12 @@ def train_candidate(job: TrainingJob, store: Any = None) -> CandidateResult:
             train_spec=job.train_spec,
             threshold_spec=job.threshold_spec,
             device=job.device,
-            version=new_version(),
+            version=store.new_version(),
             init=current,
         )
     except TrainingError as exc:
         return CandidateResult(None, False, "training_failed", str(exc))
+    candidate = _with_shifted_fallbacks(candidate, job)
     report = candidate.report.to_dict()
     version = store.save(candidate)
     weights_finite = all(
@@ -154,6 +156,27 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(3)
+
+
+def _with_shifted_fallbacks(candidate: Any, job: TrainingJob) -> Any:
+    """Give known sites without their own threshold a location-shifted fallback.
+
+    Uses the candidate's scores of the training part (the held-out part stays
+    untouched for the gate). See `streamvae.sites.shifted_fallback_thresholds`.
+    """
+    fallback = float(candidate.fallback_threshold)
+    if not np.isfinite(fallback) or set(candidate.thresholds) >= set(candidate.sites):
+        return candidate
+    train_sites = job.train_sites.tolist()
+    scores = candidate.score(job.train_values, train_sites).scores
+    thresholds = shifted_fallback_thresholds(
+        scores, train_sites, candidate.thresholds, fallback, candidate.sites
+    )
+    added = sorted(set(thresholds) - set(candidate.thresholds))
+    if not added:
+        return candidate
+    log.info("location-shifted fallback thresholds for %s", ", ".join(added))
+    return dataclasses.replace(candidate, thresholds=thresholds)
 
 
 def _child_main(job: TrainingJob, conn: multiprocessing.connection.Connection, parent: int) -> None:
@@ -258,17 +281,25 @@ def run_pass(
         except TrainingError as exc:
             log.error("retraining failed: %s", exc)
             return PassResult("failed", "training_failed", str(exc), None, clock() - start)
+        except Exception as exc:  # a bug or an I/O error must not stop the daemon
+            log.exception("retraining failed unexpectedly")
+            detail = f"{type(exc).__name__}: {exc}"
+            return PassResult("failed", "error", detail, None, clock() - start)
         if result.version is None:
             log.error("retraining failed: %s", result.detail)
             return PassResult("failed", result.reason, result.detail, None, clock() - start)
-        if result.accept:
-            store.promote(result.version)
-            outcome: Outcome = "promoted"
-            log.info("promoted %s (%s)", result.version, result.detail)
-        else:
-            store.reject(result.version, f"{result.reason}: {result.detail}")
-            outcome = "rejected"
-            log.warning("rejected %s: %s (%s)", result.version, result.reason, result.detail)
+        try:
+            if result.accept:
+                store.promote(result.version)
+                outcome: Outcome = "promoted"
+                log.info("promoted %s (%s)", result.version, result.detail)
+            else:
+                store.reject(result.version, f"{result.reason}: {result.detail}")
+                outcome = "rejected"
+                log.warning("rejected %s: %s (%s)", result.version, result.reason, result.detail)
+        except StoreError as exc:
+            log.error("could not record the verdict on %s: %s", result.version, exc)
+            return PassResult("failed", "store_error", str(exc), result.version, clock() - start)
     return PassResult(
         outcome,
         result.reason,

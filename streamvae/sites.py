@@ -203,3 +203,35 @@ class SiteTracker:
             known = name in self._model_sites
             status: Status = "retired" if retired else ("active" if known else "warming")
             self._sites[str(name)] = _Site(status, first, last)
+
+
+def shifted_fallback_thresholds(
+    scores: npt.ArrayLike,
+    sites: Sequence[str],
+    thresholds: Mapping[str, float],
+    fallback: float,
+    known: Collection[str],
+    min_records: int = 20,
+) -> dict[str, float]:
+    """Thresholds for known sites that have too little data for their own calibration.
+
+    scores: (N,) one model's scores of normal records; sites: (N,) their sites.
+    A known site without its own threshold but with >= `min_records` scores gets
+    `fallback + median(site scores) − median(all scores)`: the pooled threshold
+    moved by the site's location shift, so a site whose scores sit higher (a new
+    site the model fits less tightly) is not flooded with false positives, and
+    one whose scores sit lower keeps its sensitivity. Returns `thresholds`
+    extended by those sites; sites below `min_records` keep the plain fallback.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    out = dict(thresholds)
+    names = np.asarray(list(sites), dtype=object)
+    finite = np.isfinite(s)
+    if not finite.any() or not np.isfinite(fallback):
+        return out
+    pooled = float(np.median(s[finite]))
+    for name in sorted(set(known) - set(thresholds)):
+        mine = s[(names == name) & finite]
+        if len(mine) >= min_records:
+            out[name] = float(fallback + np.median(mine) - pooled)
+    return out
