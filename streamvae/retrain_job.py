@@ -170,7 +170,11 @@ def _with_shifted_fallbacks(candidate: Any, job: TrainingJob) -> Any:
     train_sites = job.train_sites.tolist()
     scores = candidate.score(job.train_values, train_sites).scores
     thresholds = shifted_fallback_thresholds(
-        scores, train_sites, candidate.thresholds, fallback, candidate.sites
+        scores,
+        train_sites,
+        thresholds=candidate.thresholds,
+        fallback=fallback,
+        known=candidate.sites,
     )
     added = sorted(set(thresholds) - set(candidate.thresholds))
     if not added:

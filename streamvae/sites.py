@@ -208,6 +208,7 @@ class SiteTracker:
 def shifted_fallback_thresholds(
     scores: npt.ArrayLike,
     sites: Sequence[str],
+    *,
     thresholds: Mapping[str, float],
     fallback: float,
     known: Collection[str],

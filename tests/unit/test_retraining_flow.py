@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +67,10 @@ def initial_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store_root(initial_store: Path, tmp_path: Path) -> Iterator[Path]:
+def store_root(initial_store: Path, tmp_path: Path) -> Path:
     root = tmp_path / "store"
     shutil.copytree(initial_store, root)
-    yield root
+    return root
 
 
 def make_retrainer(store_root: Path, **spec: object) -> Retrainer:
