@@ -2,9 +2,9 @@
 
 Runs off the event loop: in a worker thread (`mode="thread"`) or with the
 training itself in a child process started with multiprocessing *spawn*
-(`mode="process"`). The child receives only numpy arrays, strings and frozen
-spec dataclasses, writes the candidate to the store itself and sends back plain
-data (version, gate verdict, training report); no model crosses the boundary.
+(`mode="process"`, see `streamvae.train_process`: the job goes through .npz/JSON
+files, the child writes the candidate to the store itself and returns plain
+data; no model crosses the boundary).
 
 Order of a pass (`run_pass`):
 
@@ -26,10 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import multiprocessing.connection
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +60,7 @@ class TrainingJob:
     gate_spec: GateSpec
     device: str = "cpu"
     trigger: str = "manual"
+    threads: int = 0  # torch intra-op threads in a training process; 0 = torch's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +148,6 @@ def train_candidate(job: TrainingJob, store: Any = None) -> CandidateResult:
     )
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Child side: leave as soon as the parent is gone (even after a SIGKILL)."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(3)
-
-
 def _with_shifted_fallbacks(candidate: Any, job: TrainingJob) -> Any:
     """Give known sites without their own threshold a location-shifted fallback.
 
@@ -183,67 +173,6 @@ def _with_shifted_fallbacks(candidate: Any, job: TrainingJob) -> Any:
     return dataclasses.replace(candidate, thresholds=thresholds)
 
 
-def _child_main(job: TrainingJob, conn: multiprocessing.connection.Connection, parent: int) -> None:
-    """Entry point of the spawned training process: one job, one reply."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    try:
-        conn.send(("ok", train_candidate(job)))
-    except Exception as exc:  # reported to the parent, which logs it as a failed pass
-        log.exception("training process failed")
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-class ChildHandle:
-    """The running training process, so a shutdown can kill it."""
-
-    def __init__(self) -> None:
-        self.process: multiprocessing.process.BaseProcess | None = None
-
-    def kill(self) -> None:
-        p = self.process
-        if p is not None and p.is_alive():
-            log.warning("killing training process %s", p.pid)
-            p.kill()
-
-
-def train_in_process(job: TrainingJob, handle: ChildHandle | None = None) -> CandidateResult:
-    """`train_candidate` in a spawned child process; raises TrainingError if it dies."""
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_main, args=(job, send, os.getpid()), name="streamvae-train", daemon=True
-    )
-    proc.start()
-    send.close()
-    if handle is not None:
-        handle.process = proc
-    try:
-        while True:
-            if recv.poll(0.2):
-                try:
-                    status, payload = recv.recv()
-                except EOFError as exc:
-                    raise TrainingError(f"training process died (exit {proc.exitcode})") from exc
-                if status != "ok":
-                    raise TrainingError(f"training process failed: {payload}")
-                if not isinstance(payload, CandidateResult):
-                    raise TrainingError("training process sent an unexpected reply")
-                return payload
-            if not proc.is_alive() and not recv.poll(0):
-                raise TrainingError(f"training process died (exit {proc.exitcode})")
-    finally:
-        recv.close()
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-
-
 @contextlib.contextmanager
 def _locked(store: Any) -> Iterator[bool]:
     """Yields True holding the store lock, False when another process holds it."""
@@ -263,7 +192,7 @@ def run_pass(
     job: TrainingJob,
     *,
     mode: Literal["thread", "process"] = "thread",
-    handle: ChildHandle | None = None,
+    handle: Any = None,
     clock: Callable[[], float] = time.monotonic,
     store: Any = None,
 ) -> PassResult:
@@ -279,6 +208,8 @@ def run_pass(
             return PassResult("skipped", "locked", "store lock held elsewhere", None, 0.0)
         try:
             if mode == "process":
+                from streamvae.train_process import train_in_process
+
                 result = train_in_process(job, handle)
             else:
                 result = train_candidate(job, store)

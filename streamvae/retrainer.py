@@ -39,9 +39,10 @@ import numpy.typing as npt
 
 from streamvae.buffer import TrainingBuffer
 from streamvae.gate import GateSpec
-from streamvae.retrain_job import ChildHandle, PassResult, TrainingJob, run_pass
+from streamvae.retrain_job import PassResult, TrainingJob, run_pass
 from streamvae.sites import SiteTracker
 from streamvae.state import load_json, save_buffer, save_json
+from streamvae.train_process import ChildHandle
 
 if TYPE_CHECKING:
     from streamvae.config import Settings
@@ -81,6 +82,7 @@ class JobTemplate:
     threshold_spec: Any
     gate_spec: GateSpec
     device: str = "cpu"
+    threads: int = 0  # torch threads of a training process (mode="process"); 0 = default
 
     def job(self, buffer: TrainingBuffer, trigger: str) -> TrainingJob:
         """Snapshot the buffer (cheap copy; call on the event loop) into a job."""
@@ -98,6 +100,7 @@ class JobTemplate:
             gate_spec=self.gate_spec,
             device=self.device,
             trigger=trigger,
+            threads=self.threads,
         )
 
 

@@ -6,7 +6,13 @@ Tiny models (hidden [16], latent 2, few epochs) on small synthetic multi-site da
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +22,10 @@ from streamvae.artifacts import ModelStore
 from streamvae.buffer import BufferSpec, TrainingBuffer
 from streamvae.detector import Detector, ModelSpec, ThresholdSpec, TrainSpec, train_detector
 from streamvae.gate import GateSpec
+from streamvae.retrain_job import run_pass
 from streamvae.retrainer import JobTemplate, Retrainer, RetrainSpec
 from streamvae.sites import LifecycleSpec, SiteTracker
+from streamvae.state import load_buffer, save_buffer
 from tests.unit.retrain_data import FEATURES, SyntheticSites
 
 pytestmark = pytest.mark.slow
@@ -84,7 +92,7 @@ def make_retrainer(store_root: Path, **spec: object) -> Retrainer:
     return Retrainer(
         buffer=TrainingBuffer(BufferSpec(dim=len(FEATURES)), np.random.default_rng(0)),
         tracker=tracker,
-        template=JobTemplate(str(store_root), FEATURES, MODEL, TRAIN, THRESH, GATE),
+        template=JobTemplate(str(store_root), FEATURES, MODEL, TRAIN, THRESH, GATE, threads=1),
         spec=RetrainSpec(min_total_records=300, trigger_cooldown_s=0.0, **spec),  # type: ignore[arg-type]
     )
 
@@ -170,3 +178,90 @@ async def test_two_retrainers_against_one_store_only_one_promotes(store_root: Pa
     outcomes = sorted(x.outcome for x in results)
     assert outcomes == ["promoted", "skipped"], results
     assert len(store.versions()) == 2  # the initial one and the promoted candidate
+
+
+def test_process_mode_pass_promotes(store_root: Path) -> None:
+    store = ModelStore(store_root)
+    r = make_retrainer(store_root)
+    values, sites = SyntheticSites(seed=5).normal_mix(["s0", "s1", "s2"], 300)
+    r.offer(sites, values, np.zeros(len(sites)), np.ones(len(sites), bool))
+    job = dataclasses.replace(
+        r.template.job(r.buffer, "test"), train_spec=dataclasses.replace(TRAIN, max_epochs=8)
+    )
+    result = run_pass(job, mode="process")
+    assert result.outcome == "promoted", result
+    assert store.current() == result.version
+    assert store.load().version == result.version
+
+
+CONFIG = """
+[model]
+features = ["f0", "f1", "f2", "f3"]
+hidden = [16]
+discriminator_hidden = [16]
+latent_dim = 2
+site_embedding_dim = 2
+site_capacity = 16
+importance_samples = 4
+device = "cpu"
+[training]
+max_epochs = 5000
+patience = 5000
+batch_size = 32
+[retraining]
+mode = "process"
+min_total_records = 100
+state_dir = "{state}"
+[store]
+path = "{store}"
+"""
+
+
+def test_sigkill_during_retraining_leaves_store_and_buffer_consistent(
+    store_root: Path, tmp_path: Path
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    store = ModelStore(store_root)
+    before = store.current()
+    state_dir = tmp_path / "state"
+    buf = TrainingBuffer(BufferSpec(dim=len(FEATURES)), np.random.default_rng(0))
+    values, sites = SyntheticSites(seed=6).normal_mix(["s0", "s1", "s2"], 300)
+    buf.offer(sites, values, np.zeros(len(sites)), np.ones(len(sites), bool))
+    save_buffer(state_dir, buf.export(), FEATURES)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(CONFIG.format(state=state_dir, store=store_root))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamvae", "retrain", "--config", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "training candidate" in line:
+                break
+        time.sleep(1.0)  # well inside training (thousands of epochs to go)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the training child process should be running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, "the orphaned training process must exit by itself"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert store.current() == before
+    assert store.load().version == before
+    for version in store.versions():
+        store.load(version)  # nothing half-written in versions/
+    with store.lock():  # the lock died with its holder
+        pass
+    state = load_buffer(state_dir, FEATURES)
+    assert state is not None
+    assert TrainingBuffer.from_state(state, buf.spec, np.random.default_rng(0)).counts() == (
+        buf.counts()
+    )
