@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,13 @@ import numpy as np
 from streamvae.buffer import BufferSpec, TrainingBuffer
 from streamvae.gate import GateSpec
 from streamvae.retrain_job import run_pass
-from streamvae.retrainer import JobTemplate, Retrainer, RetrainSpec, TrainingMetricsLike
+from streamvae.retrainer import (
+    JobTemplate,
+    Retrainer,
+    RetrainSpec,
+    ServingModel,
+    TrainingMetricsLike,
+)
 from streamvae.sites import LifecycleSpec, SiteTracker
 from streamvae.state import MANIFEST, load_buffer
 
@@ -104,17 +110,19 @@ def build_retrainer(
     features: Sequence[str],
     *,
     metrics: TrainingMetricsLike | None = None,
-    model_sites: Sequence[str] | None = None,
+    serving: Callable[[], ServingModel | None] | None = None,
+    on_promoted: Callable[[str], Awaitable[object]] | None = None,
+    publish_statuses: Callable[[Mapping[str, int]], None] | None = None,
     wall_clock: Callable[[], float] = time.time,
-    on_promoted: Callable[[str], None] | None = None,
 ) -> Retrainer:
     """The daemon's retrainer (also its TrainingSink), with the persisted state restored.
 
-    `model_sites`: sites of the serving model (None = no model yet).
+    Hooks: see `Retrainer`. Call `run(stop)` as a task of the app's TaskGroup.
     """
     tracker = SiteTracker(lifecycle_spec(settings), wall_clock)
-    if model_sites is not None:
-        tracker.set_model_sites(model_sites)
+    current = serving() if serving is not None else None
+    if current is not None:
+        tracker.set_model_sites(current.sites)
     retrainer = Retrainer(
         buffer=load_or_new_buffer(settings, features, settings.training.seed),
         tracker=tracker,
@@ -122,7 +130,9 @@ def build_retrainer(
         spec=retrain_spec(settings),
         metrics=metrics,
         state_dir=Path(settings.retraining.state_dir),
+        serving=serving,
         on_promoted=on_promoted,
+        publish_statuses=publish_statuses,
     )
     retrainer.restore_sites()
     return retrainer

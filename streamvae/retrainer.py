@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -50,6 +50,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class ServingModel(Protocol):
+    """The serving detector, as far as the retrainer cares."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def sites(self) -> Mapping[str, int]: ...
 
 
 class TrainingMetricsLike(Protocol):
@@ -144,10 +153,20 @@ class Retrainer:
         metrics: TrainingMetricsLike | None = None,
         state_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_promoted: Callable[[str], None] | None = None,
+        serving: Callable[[], ServingModel | None] | None = None,
+        on_promoted: Callable[[str], Awaitable[object]] | None = None,
+        publish_statuses: Callable[[Mapping[str, int]], None] | None = None,
         run: Callable[[TrainingJob], PassResult] | None = None,
     ) -> None:
-        """`run` executes one pass in a worker thread (default: `run_pass` per `spec.mode`)."""
+        """Hooks into the daemon (all optional):
+
+        serving: the detector serving now (checked every tick, so swaps by the store
+            watcher and operator rollbacks re-derive site statuses);
+        on_promoted: awaited after a promotion (e.g. the model holder's refresh, so the
+            new model serves at once instead of at the next store poll);
+        publish_statuses: receives {status: number of sites} every tick (the gauge);
+        run: executes one pass in a worker thread (default: `run_pass` per `spec.mode`).
+        """
         self.buffer = buffer
         self.tracker = tracker
         self.template = template
@@ -155,7 +174,10 @@ class Retrainer:
         self._metrics = metrics
         self._state_dir = state_dir
         self._clock = clock
+        self._serving = serving
+        self._serving_version: str | None = None
         self._on_promoted = on_promoted
+        self._publish_statuses = publish_statuses
         self._last_pass = clock()
         self._last_persist = clock()
         self._persisted_version = buffer.version
@@ -202,25 +224,56 @@ class Retrainer:
             return "interval"
         return None
 
+    def sync(self) -> None:
+        """Follow the serving model, retire idle sites, publish the status counts."""
+        current = self._serving() if self._serving is not None else None
+        if current is not None and current.version != self._serving_version:
+            self._serving_version = current.version
+            self.model_changed(current.sites)
+        retired = self.tracker.retire_idle()
+        if retired:
+            log.info("retired idle sites: %s", ", ".join(retired))
+        if self._publish_statuses is not None:
+            self._publish_statuses(self.tracker.counts())
+
     async def run(self, stop: asyncio.Event) -> None:
-        """The retrainer task: check, retrain, persist; persists once more on stop."""
+        """The retrainer task: check, retrain, persist; persists once more on stop.
+
+        A pass still running at stop is abandoned (its daemon thread dies with the
+        process, a training child is killed): the store stays consistent.
+        """
         try:
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.spec.check_interval_s)
-                if stop.is_set():
-                    break
-                retired = self.tracker.retire_idle()
-                if retired:
-                    log.info("retired idle sites: %s", ", ".join(retired))
+                self.sync()
                 reason = self.due()
-                if reason is not None:
-                    await self.retrain_once(reason)
+                if reason is not None and not await self._pass_unless_stopped(reason, stop):
+                    break
                 if self._clock() - self._last_persist >= self.spec.persist_interval_s:
                     await self.persist()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.spec.check_interval_s)
         finally:
             self._handle.kill()
         await self.persist()
+
+    async def _pass_unless_stopped(self, reason: str, stop: asyncio.Event) -> bool:
+        """Run a pass; False if `stop` came first (the pass is abandoned)."""
+        task = asyncio.create_task(self.retrain_once(reason))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            log.warning("stop requested during a retraining pass: abandoning it")
+            self._handle.kill()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        try:
+            task.result()
+        except Exception:  # a bug in a pass must not take the daemon down
+            log.exception("retraining pass crashed")
+        return True
 
     async def retrain_once(self, trigger: str = "manual") -> PassResult:
         """One pass now (the buffer is snapshotted on the event loop)."""
@@ -245,7 +298,7 @@ class Retrainer:
         if result.outcome == "promoted" and result.version is not None:
             self.model_changed(result.sites)
             if self._on_promoted is not None:
-                self._on_promoted(result.version)
+                await self._on_promoted(result.version)
         return result
 
     async def persist(self) -> None:

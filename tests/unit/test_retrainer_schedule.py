@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,50 @@ async def test_run_loop_retrains_and_persists_on_stop(clock: FakeClock, tmp_path
     sites = load_json(tmp_path / "state" / "sites.json")
     assert sites is not None
     assert "s1" in sites["sites"]
+
+
+class Serving:
+    def __init__(self, version: str, sites: dict[str, int]) -> None:
+        self.version, self.sites = version, sites
+
+
+def test_sync_follows_the_serving_model_and_publishes_statuses(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    published: list[dict[str, int]] = []
+    serving = Serving("v1", {"s1": 1})
+    r = _retrainer(clock, tmp_path, FakePass())
+    r._serving = lambda: serving
+    r._publish_statuses = lambda counts: published.append(dict(counts))
+    _offer(r, "s1", 10)
+    _offer(r, "s2", 10)
+    r.sync()
+    assert (r.tracker.status("s1"), r.tracker.status("s2")) == ("active", "warming")
+    serving = Serving("v2", {"s1": 1, "s2": 2})  # e.g. an operator promoted another version
+    r.sync()
+    assert r.tracker.status("s2") == "active"
+    assert published[-1] == {"warming": 0, "active": 2, "retired": 0}
+
+
+async def test_stop_during_a_pass_abandons_it(clock: FakeClock, tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def slow(job: TrainingJob) -> PassResult:
+        release.wait(10)
+        return FakePass()(job)
+
+    r = _retrainer(clock, tmp_path, slow, interval_s=1.0)  # type: ignore[arg-type]
+    _offer(r, "s1", 150)
+    clock.advance(2.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(r.run(stop))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if r.running:
+            break
+    assert r.running
+    stop.set()
+    await asyncio.wait_for(task, 5)  # does not wait for the pass
+    release.set()
+    assert r.last_result is None
+    assert load_buffer(tmp_path / "state", FEATURES) is not None
