@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from streamvae.retrainer import (
     JobTemplate,
     Retrainer,
     RetrainSpec,
-    ServingModel,
     TrainingMetricsLike,
 )
 from streamvae.sites import LifecycleSpec, SiteTracker
@@ -110,7 +109,7 @@ def build_retrainer(
     features: Sequence[str],
     *,
     metrics: TrainingMetricsLike | None = None,
-    serving: Callable[[], ServingModel | None] | None = None,
+    serving: Callable[[], Any] | None = None,
     on_promoted: Callable[[str], Awaitable[object]] | None = None,
     publish_statuses: Callable[[Mapping[str, int]], None] | None = None,
     wall_clock: Callable[[], float] = time.time,

@@ -153,7 +153,7 @@ class Retrainer:
         metrics: TrainingMetricsLike | None = None,
         state_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        serving: Callable[[], ServingModel | None] | None = None,
+        serving: Callable[[], Any] | None = None,
         on_promoted: Callable[[str], Awaitable[object]] | None = None,
         publish_statuses: Callable[[Mapping[str, int]], None] | None = None,
         run: Callable[[TrainingJob], PassResult] | None = None,
