@@ -413,6 +413,11 @@ class TrainingMetrics:
             self._precision.replace({(q,): v for q, v in signals.precision_quantiles.items()})
 
 
+def new_registry() -> CollectorRegistry:
+    """A fresh registry (the composition root must not import prometheus_client)."""
+    return CollectorRegistry()
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """The registry in the Prometheus text exposition format (`CONTENT_TYPE`)."""
     return generate_latest(registry)
