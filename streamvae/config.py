@@ -110,13 +110,13 @@ class ModelSettings(_Section):
     prior: Literal["optimal", "standard"] = "optimal"
     conditional: bool = True
     latent_dim: int = Field(default=8, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [128, 128])
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
     discriminator_hidden: list[int] = Field(default_factory=lambda: [64, 64])
     site_embedding_dim: int = Field(default=8, gt=0)
     site_capacity: int = Field(
         default=256, gt=1, description="Reserved site slots; new sites need no shape change."
     )
-    importance_samples: int = Field(default=8, gt=0, description="K for scoring.")
+    importance_samples: int = Field(default=1, gt=0, description="K for scoring.")
     loglik_samples: int = Field(
         default=32, gt=0, description="K for held-out log-likelihood (retraining gate)."
     )
