@@ -38,9 +38,12 @@ from streamvae.metric_state import OTHER_SITE, BulkHistogram, SiteTotals
 from streamvae.records import Reason
 from streamvae.report_signals import training_signals
 
+# CollectorRegistry is re-exported: the composition root makes registries without
+# importing prometheus_client itself.
 __all__ = [
     "CONTENT_TYPE",
     "OTHER_SITE",
+    "CollectorRegistry",
     "ServingMetrics",
     "TrainingMetrics",
     "render",
