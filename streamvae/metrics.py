@@ -412,6 +412,11 @@ class TrainingMetrics:
             self._precision.replace({(q,): v for q, v in signals.precision_quantiles.items()})
 
 
+def new_registry() -> CollectorRegistry:
+    """A fresh registry (the composition root must not import prometheus_client)."""
+    return CollectorRegistry()
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """The registry in the Prometheus text exposition format 0.0.4 (see streamvae.httpd)."""
     return generate_latest(registry)
