@@ -46,6 +46,7 @@ __all__ = [
     "CollectorRegistry",
     "ServingMetrics",
     "TrainingMetrics",
+    "new_registry",
     "render",
 ]
 
