@@ -117,7 +117,7 @@ def make_metrics(settings: Settings) -> tuple[PipelineMetrics, Callable[[], byte
     except ImportError:
         return NullMetrics(), lambda: b""
     # prometheus_client is imported only by streamvae.metrics: take its registry class there
-    registry = instruments.CollectorRegistry()
+    registry = instruments.new_registry()
     render = instruments.render
     metrics = instruments.ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels)
     return metrics, lambda: render(registry)

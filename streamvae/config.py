@@ -159,6 +159,24 @@ class RetrainingSettings(_Section):
     gate_fpr_tolerance: float = Field(default=0.02, ge=0)
     site_retire_after_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     state_dir: str = Field(default="/var/lib/streamvae/state", min_length=1)
+    trigger_cooldown_s: float = Field(
+        default=300.0, ge=0, description="Least time between two triggered retrainings."
+    )
+    check_interval_s: float = Field(
+        default=5.0, gt=0, description="How often triggers are checked."
+    )
+    persist_interval_s: float = Field(
+        default=300.0, gt=0, description="How often the buffer is written to state_dir."
+    )
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of buffered records held out for the gate."
+    )
+    recency_factor: float = Field(
+        default=4.0, ge=1, description="Per-site sample spans about factor × per_site_cap records."
+    )
+    drift_window_records: int = Field(
+        default=1000, gt=0, description="Records per site per drift (anomaly-rate) window."
+    )
 
 
 class ThresholdSettings(_Section):

@@ -294,7 +294,7 @@ def _warm_states(
     new_slots = [slot for site, slot in slots_map.items() if site not in init.sites]
     if new_slots and "embedding.weight" in vae_state:
         emb = vae_state["embedding.weight"]
-        emb[new_slots] = emb[0]
+        emb[new_slots] = emb[0].clone()
     disc_state = (
         {k: v.detach().cpu().clone() for k, v in init.disc.state_dict().items()}
         if init.disc is not None
