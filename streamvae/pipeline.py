@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from streamvae.batching import BatchPolicy, MicroBatcher
 from streamvae.errors import NotReadyError, TransientError
 from streamvae.outputs import build_scores, record_payload, stack_values
@@ -114,6 +116,7 @@ class Pipeline:
         self._changed = asyncio.Condition()
         self._closed = False
         self.delivered = 0  # records whose outputs were acknowledged and committed
+        self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
 
     @property
@@ -261,8 +264,8 @@ class Pipeline:
         scores: list[Output] = []
         seconds = 0.0
         rows = None
-        if valid and model is None:  # the app only starts intake once a model is loaded
-            raise NotReadyError("pipeline started without a model")
+        if valid and model is None:
+            self._buffer_only(valid)
         if valid and model is not None:
             values = stack_values(valid)
             sites = [r.site for r in valid]
@@ -304,6 +307,18 @@ class Pipeline:
         acked = await self._send(scores, dead)
         self._record(len(batch), rejected, rows, seconds, now)
         return _Delivery(scores, dead, offsets, len(batch), acked)
+
+    def _buffer_only(self, valid: list[SensorRecord]) -> None:
+        """No model yet (`wait_for_model = false`): hand valid records to the training sink
+        for the first training; they get no score record. Without a sink: NotReadyError."""
+        if self._training is None:
+            raise NotReadyError("no model to score with and no training sink to buffer into")
+        if not self._buffered:
+            log.warning("no model yet: buffering valid records for the first training, unscored")
+        self._buffered += len(valid)
+        ts = np.array([r.ts for r in valid], dtype=np.float64)
+        normal = np.ones(len(valid), dtype=np.bool_)
+        self._training.offer([r.site for r in valid], stack_values(valid), ts, normal)
 
     def _record(
         self, consumed: int, rejected: Sequence[Rejection], rows: Any, seconds: float, now: float
