@@ -59,6 +59,7 @@ class _State:
     output_path: str | None
     bootstrap: str
     training: TrainingSink | None
+    training_metrics: Any = None
     pipeline: Pipeline | None = None
     connected: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,17 +111,17 @@ def open_store(settings: Settings) -> StoreView:
     return store
 
 
-def make_metrics(settings: Settings) -> tuple[PipelineMetrics, Callable[[], bytes]]:
-    """ServingMetrics on a fresh registry, and the renderer for /metrics."""
+def make_metrics(settings: Settings) -> tuple[PipelineMetrics, Callable[[], bytes], Any]:
+    """ServingMetrics and TrainingMetrics on a fresh registry, and the /metrics renderer."""
     try:  # TODO(daemon): drop the fallback once obs's metrics.py is in main
         from streamvae import metrics as instruments
     except ImportError:
-        return NullMetrics(), lambda: b""
+        return NullMetrics(), lambda: b"", None
     # prometheus_client is imported only by streamvae.metrics: take its registry class there
     registry = instruments.new_registry()
     render = instruments.render
     metrics = instruments.ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels)
-    return metrics, lambda: render(registry)
+    return metrics, lambda: render(registry), instruments.TrainingMetrics(registry)
 
 
 def run_command(
@@ -166,7 +167,7 @@ async def _main(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics, render = make_metrics(settings)
+    metrics, render, training_metrics = make_metrics(settings)
     holder = ModelHolder(
         store,
         metrics,
@@ -175,6 +176,7 @@ async def _main(
         poll_interval_s=settings.store.poll_interval_s,
     )
     state = _State(settings, holder, metrics, input_path, output_path, bootstrap, training)
+    state.training_metrics = training_metrics
     await holder.refresh()  # the first look at the store: StoreError here is fatal
     missed = failed = False
     try:
@@ -211,6 +213,18 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
             if not await sink.start(stop) or not await source.start(stop):
                 return
             features = state.holder.features or ()
+            if state.training is None:  # the retrainer: buffer, site lifecycle, retraining task
+                from streamvae.retrain_setup import start_in_daemon
+
+                state.training = start_in_daemon(
+                    tg,
+                    stop,
+                    settings,
+                    features,
+                    holder=state.holder,
+                    serving_metrics=state.metrics,
+                    training_metrics=state.training_metrics,
+                )
             spec = decoder_spec(settings, features)
             codec = Codec(
                 decode=lambda payload, pos: decode_record(payload, spec, pos),

@@ -6,6 +6,7 @@ The settings object stops here: below, everything takes plain specs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -181,3 +182,37 @@ def command_pass(settings: Settings) -> int:
         )
     )
     return 1 if result.outcome == "failed" else 0
+
+
+def start_in_daemon(
+    tg: asyncio.TaskGroup,
+    stop: asyncio.Event,
+    settings: Settings,
+    features: Sequence[str],
+    *,
+    holder: Any,
+    serving_metrics: Any,
+    training_metrics: TrainingMetricsLike | None,
+) -> Retrainer:
+    """Build the daemon's retrainer, start its task in `tg`, return it (the TrainingSink).
+
+    holder: the app's ModelHolder (`current`, `refresh()`); serving_metrics: has
+    `set_site_statuses`.
+    """
+    retrainer = build_retrainer(
+        settings,
+        features,
+        metrics=training_metrics,
+        serving=lambda: holder.current,
+        on_promoted=lambda _version: holder.refresh(),
+        publish_statuses=serving_metrics.set_site_statuses,
+    )
+    tg.create_task(retrainer.run(stop), name="retrainer")
+    log.info(
+        "retrainer %s: %d buffered records of %d sites, state in %s",
+        "enabled" if settings.retraining.enabled else "disabled (buffer only)",
+        len(retrainer.buffer),
+        len(retrainer.buffer.counts()),
+        settings.retraining.state_dir,
+    )
+    return retrainer

@@ -154,6 +154,7 @@ def write_config(
         "batching": {"max_records": 64, "max_wait_ms": 10},
         "model": {"device": "cpu"},
         "store": {"path": str(store), "poll_interval_s": 0.2},
+        "retraining": {"state_dir": str(store.parent / "state")},  # never /var/lib in tests
         "metrics": {"port": 0},
         "service": {"shutdown_timeout_s": 10.0, "log_level": "INFO"},
     }
