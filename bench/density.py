@@ -27,6 +27,7 @@ from streamvae.errors import TrainingError
 log = logging.getLogger(__name__)
 
 DECODERS = ("gaussian", "student_t")
+MAX_EPOCHS = 500  # the paper's cap
 SITE = "all"
 
 
@@ -36,6 +37,9 @@ class DensityResults:
     loglik: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # curves[dataset][decoder] = (train losses, validation losses) of the first seed
     curves: dict[str, dict[str, tuple[list[float], list[float]]]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)  # epoch cap per data set
+    # spikes[dataset][decoder] = loss spikes flagged by the product's training report, all seeds
+    spikes: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
@@ -43,10 +47,17 @@ class DensityResults:
 def jacobian(det: Detector) -> float:
     """Correction (nats) from the product's loglik to the log-likelihood of its input.
 
-    Filled in from the model code: 0 when `Detector.loglik` already includes the
-    internal scaler's log-Jacobian.
+    `Detector.loglik` is log p in the product's internal robust-standardized space
+    u = (x − center) / scale (streamvae/detector.py, model/scaler.py). The density
+    of the input x is p_x(x) = p_u(u) / Π_d scale_d, so subtract Σ_d log scale_d.
     """
-    return 0.0
+    return -det.scaler.log_scale_sum
+
+
+def epochs_for(n_train: int, batch_size: int, steps: int, min_epochs: int) -> int:
+    """Epochs that make about `steps` gradient steps, within [min_epochs, MAX_EPOCHS]."""
+    per_epoch = max(1, -(-n_train // batch_size))
+    return int(min(MAX_EPOCHS, max(min_epochs, round(steps / per_epoch))))
 
 
 def one(
@@ -71,13 +82,17 @@ def run(
     *,
     model: ModelSpec,
     train: TrainSpec,
+    steps: int,
+    min_epochs: int,
 ) -> DensityResults:
     res = DensityResults()
     for name in datasets:
         for seed in seeds:
             split = load_tabular(data, name, seed)
+            epochs = epochs_for(len(split.train), train.batch_size, steps, min_epochs)
+            res.epochs[name] = epochs
             for decoder in DECODERS:
-                tr = product.replace_train(train, seed=seed)
+                tr = product.replace_train(train, seed=seed, max_epochs=epochs)
                 try:
                     ll, fitted = one(split, decoder, model, tr)
                 except TrainingError as exc:
@@ -88,6 +103,8 @@ def run(
                 res.loglik.setdefault(name, {}).setdefault(decoder, []).append(ll)
                 if fitted is not None:
                     res.seconds += fitted.seconds
+                    sp = res.spikes.setdefault(name, {})
+                    sp[decoder] = sp.get(decoder, 0) + fitted.detector.report.spikes
                     if seed == seeds[0]:
                         res.curves.setdefault(name, {})[decoder] = product.loss_curve(
                             fitted.detector

@@ -90,17 +90,8 @@ def loglik(det: Detector, values: F32, site: str) -> F64:
 
 def loss_curve(det: Detector) -> tuple[list[float], list[float]]:
     """(training loss per epoch, validation loss per epoch) from the training report."""
-    report: Any = det.report
-    epochs = getattr(report, "epochs", None)
-    if epochs is None and isinstance(report, dict):
-        epochs = report.get("epochs")
-    train_l: list[float] = []
-    valid_l: list[float] = []
-    for e in epochs or []:
-        get = e.get if isinstance(e, dict) else lambda k, e=e: getattr(e, k, float("nan"))
-        train_l.append(float(get("train_loss")))
-        valid_l.append(float(get("valid_loss")))
-    return train_l, valid_l
+    hist = det.report.history
+    return [float(h.loss) for h in hist], [float(h.val_loss) for h in hist]
 
 
 def replace_train(spec: TrainSpec, **changes: Any) -> TrainSpec:

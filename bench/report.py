@@ -73,6 +73,7 @@ class Report:
     def image(self, name: str, caption: str) -> Path:
         """Reserve `name` (a PNG under out_dir) and reference it; the caller saves the figure."""
         self.chunks.append(f"![{caption}]({name})\n\n*{caption}*\n")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         return self.out_dir / name
 
     def render(self) -> str:

@@ -44,6 +44,9 @@ def density(rep: Report, res: DensityResults) -> None:
             cells.append(pm(*PUBLISHED[name][dec]))
         g, t = (_mean_sd(by_dec.get(d, []))[0] for d in DECODERS)
         cells.append("yes" if t >= g else "**no**")
+        sp = res.spikes.get(name, {})
+        cells.append(" / ".join(str(sp.get(d, 0)) for d in DECODERS))
+        cells.append(str(res.epochs.get(name, "")))
         rows.append(cells)
     rep.table(
         [
@@ -53,6 +56,8 @@ def density(rep: Report, res: DensityResults) -> None:
             "Gaussian (paper)",
             "Student-t (paper)",
             "Student-t ≥ Gaussian",
+            "loss spikes G / t",
+            "max epochs",
         ],
         rows,
     )
