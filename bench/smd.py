@@ -35,6 +35,14 @@ GAUSS = "Gaussian-decoder VAE (per machine)"
 PCA = "PCA recon. error (per machine)"
 IFOREST = "Isolation Forest (per machine)"
 HST = "HalfSpaceTrees (per machine, streaming)"
+SHORT = {
+    OURS: "ours",
+    OURS_STD: "ours-std",
+    GAUSS: "Gauss-VAE",
+    PCA: "PCA",
+    IFOREST: "IForest",
+    HST: "HST",
+}
 
 
 @dataclass
@@ -132,7 +140,14 @@ def run(
     gauss = product.with_(model, decoder="gaussian", prior="standard", conditional=False)
     for m in machines:
         x = trains[m.name]
-        fitted = product.fit(x, [m.name] * len(x), model=gauss, train=train, threshold=tspec)
+        fitted = product.fit(
+            x,
+            [m.name] * len(x),
+            model=gauss,
+            train=train,
+            threshold=tspec,
+            label=f"{GAUSS} {m.name}",
+        )
         res.time(GAUSS, fitted.seconds)
         _score_product(fitted, GAUSS, [m], res)
     return res

@@ -12,7 +12,7 @@ from bench.density import DECODERS, DensityResults
 from bench.fewshot import METHODS, FewShotResults
 from bench.metrics import Detection
 from bench.report import Report, fmt, pm
-from bench.smd import SmdResults
+from bench.smd import SHORT, SmdResults
 
 # dissertation Table 3.2 / data README: (mean, sd) over 10 runs
 PUBLISHED = {
@@ -118,7 +118,7 @@ def smd(rep: Report, res: SmdResults) -> None:
     for title, attr in (("AUPRC", "auprc"), ("F1 (calibrated)", "f1"), ("AUROC", "auroc")):
         rep.text(f"Per machine: {title}")
         rep.table(
-            ["machine", *methods],
+            ["machine", *(SHORT.get(k, k) for k in methods)],
             [[m, *(fmt(getattr(res.detection[k][m], attr)) for k in methods)] for m in machines],
         )
 
