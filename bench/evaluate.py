@@ -96,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset")
     ap.add_argument("--machines", type=int, default=0, help="use only the first N (dev)")
     ap.add_argument("--datasets", default=",".join(TABULAR), help="tabular subset (dev)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest for these small networks, and robust on a shared machine)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
