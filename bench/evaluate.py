@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 
 from bench import density, fewshot, smd, tables
 from bench.data import DEFAULT_DATA, TABULAR, load_smd, smd_machines
 from bench.report import Report
+from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 
 log = logging.getLogger("bench.evaluate")
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (1 is fastest for these small networks, and robust on a shared machine)",
+        help="torch CPU threads (1: fastest for these small networks)",
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
