@@ -52,8 +52,8 @@ FULL = Budget(
     mode="full",
     seeds=(0, 1, 2, 3, 4),
     density_hidden=(128, 128),
-    density_steps=3000,
-    density_min_epochs=10,
+    density_steps=2000,
+    density_min_epochs=5,
     density_patience=10,
     density_k=50,
     smd_stride=10,
@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.text(intro(b))
     tspec = ThresholdSpec()
     base = ModelSpec()
+    rep.facts.append(f"**Product defaults used**: `{base}`, `{tspec}`, `{TrainSpec()}`")
     t_all = time.perf_counter()
 
     if "density" in sections:

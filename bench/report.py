@@ -42,6 +42,24 @@ def machine_line() -> str:
     )
 
 
+def git_commit() -> str:
+    """`git describe` of the checkout the harness runs from (+ "dirty" if modified)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=10"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"git {out.stdout.strip()}"
+
+
 def fmt(v: float, digits: int = 3) -> str:
     if math.isnan(v):
         return "–"
@@ -60,7 +78,9 @@ class Report:
     mode: str
     seeds: Sequence[int]
     chunks: list[str] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)  # extra header lines
     started: float = field(default_factory=time.time)
+    code: str = field(default_factory=git_commit)  # at start, before any write
 
     def text(self, md: str) -> None:
         self.chunks.append(md.strip() + "\n")
@@ -92,6 +112,8 @@ class Report:
             f"- **Machine**: {machine_line()}",
             f"- **Seeds**: {', '.join(str(s) for s in self.seeds)}",
             f"- **Elapsed**: {elapsed / 60:.1f} min",
+            f"- **Code**: {self.code}",
+            *(f"- {f}" for f in self.facts),
             "",
         ]
         return "\n".join(header) + "\n" + "\n".join(self.chunks)
