@@ -14,7 +14,7 @@ Generative model, per site s and record time t (D sensors, F latent factors)::
     W: (D, F) shared mixing (each sensor loads mostly on one factor, so sensors
        form correlated groups); base_s, gain_s, noise_s, drift_s: per site.
 
-A few sensors sit constant (the "biased" case), then start to move in small steps.
+A few sensors sit constant (the "biased" case), then click between nearby levels.
 Anomaly episodes (after `anomalies_after_s`) are of four kinds:
 
     spike        1-3 records, 1-3 sensors, +/- 5-9 sd
@@ -73,9 +73,9 @@ class SimSpec:
     period_s: float = 60.0  # the "day" of the periodic component
     tau_s: float = 8.0  # time constant of the latent AR(1) noise
     noise: float = 0.15  # sensor noise, relative to the unit variation
-    drift_sd_per_min: float = 0.05  # slow drift on a quarter of the sensors
+    drift_sd_per_min: float = 0.01  # slow drift on a quarter of the sensors
     constant_sensors: int = 3
-    hold_s: float = 90.0  # mean time a constant sensor sits still before it moves
+    hold_s: float = 90.0  # mean time a constant sensor sits still (0.25-1.75 x this)
     anomaly_every_s: float = 60.0  # mean time between episode starts, per site
     anomalies_after_s: float = 0.0  # no anomalies before this elapsed time
     kinds: tuple[str, ...] = KINDS
@@ -151,7 +151,8 @@ class _Site:
     drift: npt.NDArray[np.float64]  # (D,) units per second
     phase: npt.NDArray[np.float64]  # (F,)
     hold_until: npt.NDArray[np.float64]  # (C,) elapsed s when each constant sensor moves
-    levels: npt.NDArray[np.float64]  # (C,) current level of the constant sensors
+    levels: npt.NDArray[np.float64]  # (C,) resting level of the constant sensors
+    notch: npt.NDArray[np.float64]  # (C,) current notch: -1, 0 or +1 half-unit off the rest
     z: npt.NDArray[np.float64]  # (F,) AR state
     offset: float  # sub-interval phase of this site's ticks, in [0, 1)
     k: int = 0  # next record index
@@ -208,8 +209,9 @@ class Simulator:
             noise=spec.noise * rng.uniform(0.7, 1.5),
             drift=self._drifting * self._sd * rng.normal(0, spec.drift_sd_per_min, D) / 60.0,
             phase=rng.uniform(0, 2 * math.pi) + rng.normal(0, 0.3, F),
-            hold_until=joins_s + rng.exponential(spec.hold_s, C),
+            hold_until=joins_s + spec.hold_s * rng.uniform(0.25, 1.75, C),
             levels=self._level[self._constant] * rng.uniform(0.9, 1.1, C),
+            notch=np.zeros(C),
             z=rng.normal(0, 1, F),
             offset=float(rng.random()),
         )
@@ -241,13 +243,11 @@ class Simulator:
         signal = self._mix @ z + 0.3 * np.tanh(self._mix2 @ z)
         eps = rng.normal(0, 1, spec.sensors)
         x = site.base + self._unit * (site.gain * signal + site.noise * eps) + site.drift * t
+        # constant sensors, once moving, click between three notches (quantized, bounded)
         moving = t >= site.hold_until
         steps = moving & (rng.random(len(site.levels)) < dt / 2.0)
-        site.levels = (
-            site.levels
-            + steps * rng.normal(0, 0.5, len(site.levels)) * (self._unit[self._constant])
-        )
-        x[self._constant] = site.levels
+        site.notch = np.where(steps, rng.integers(-1, 2, len(site.notch)), site.notch)
+        x[self._constant] = site.levels + 0.5 * site.notch * self._unit[self._constant]
         label = self._anomaly(site, t, x)
         values = tuple(round(float(v), 5) for v in x)
         return SimRecord(site.name, round(spec.start_ts + t, 6), values, label)
@@ -288,11 +288,11 @@ class Simulator:
 
         if kind == "spike":
             s = pick(1, 3)
-            delta = signs(len(s)) * rng.uniform(5, 9, len(s)) * self._sd[s]
+            delta = signs(len(s)) * rng.uniform(5, 9, len(s)) * self._sd[s] * site.gain[s]
             return _Episode(kind, s, int(rng.integers(1, 4)), site.episodes, delta)
         if kind == "level_shift":
             s = pick(2, 5)
-            delta = signs(len(s)) * rng.uniform(3, 5, len(s)) * self._sd[s]
+            delta = signs(len(s)) * rng.uniform(3, 5, len(s)) * self._sd[s] * site.gain[s]
             return _Episode(kind, s, records(2, 6), site.episodes, delta)
         if kind == "stuck":
             s = pick(1, 3)
@@ -300,5 +300,5 @@ class Simulator:
         g = int(rng.integers(self.spec.factors))
         members = np.setdiff1d(np.flatnonzero(self._group == g), self._constant)
         s = members if len(members) else pick(2, 4)
-        delta = signs(len(s)) * rng.uniform(2.5, 4, len(s)) * self._sd[s]
+        delta = signs(len(s)) * rng.uniform(2.5, 4, len(s)) * self._sd[s] * site.gain[s]
         return _Episode("correlated", s, records(2, 5), site.episodes, delta)
