@@ -25,8 +25,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,7 +40,18 @@ log = logging.getLogger(__name__)
 
 SUMMARY_TAG = "DEMO-SUMMARY"
 
+
 # train(records, features, version, init detector or None) -> Detector
+def _limit_torch_threads() -> None:
+    """One intra-op thread: on a small shared CPU, more threads make training many times
+    slower, and the live demo trains and scores at the same time."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.set_num_threads(1)
+
+
 Trainer = Callable[[Sequence[SimRecord], tuple[str, ...], str, Any], Any]
 
 
@@ -56,9 +66,13 @@ class DemoPlan:
     sensors: int = 38
     history_s: float = 120.0  # clean data the initial model is trained on
     new_site_at: float = 0.25  # share of duration_s when the new site joins
-    onboard_records: int = 300  # a new site's records before it is retrained in
-    per_site_cap: int = 3000  # retraining sample per site
-    max_epochs: int = 15
+    onboard_records: int = 1200  # a new site's records before it is retrained in
+    per_site_cap: int = 1500  # retraining sample per site
+    train_cap: int = 6000  # records per training run (a seeded subsample)
+    retrain_every_s: float = 50.0  # scheduled retraining
+    site_spread: float = 0.5  # how different the sites are
+    false_positive_rate: float = 0.001  # threshold target
+    max_epochs: int = 20
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoPlan:
@@ -67,7 +81,7 @@ class DemoPlan:
         per_site = rate / max(1, sites)
         # short runs (tests): shorter history and onboarding, so the story still fits
         history = min(120.0, max(20.0, 0.8 * duration))
-        onboard = int(min(300, max(60, 0.15 * duration * per_site)))
+        onboard = int(min(1200, max(60, 0.2 * duration * per_site)))
         return cls(
             duration_s=duration,
             sites=sites,
@@ -75,7 +89,8 @@ class DemoPlan:
             seed=int(args.seed),
             history_s=history,
             onboard_records=onboard,
-            max_epochs=15 if duration >= 60 else 8,
+            max_epochs=20 if duration >= 60 else 8,
+            retrain_every_s=max(10.0, duration / 3),
         )
 
     def sim_spec(self, start_ts: float) -> SimSpec:
@@ -89,14 +104,24 @@ class DemoPlan:
             hold_s=0.4 * self.history_s,
             anomaly_every_s=min(60.0, max(8.0, self.duration_s / 4)),
             new_site_at_s=self.history_s + self.new_site_at * self.duration_s,
+            site_spread=self.site_spread,
+            tau_s=1.0,
         )
 
     def settings_overrides(self) -> dict[str, dict[str, Any]]:
         """Config sections for a small, fast model (a few minutes on two cores)."""
         return {
             "model": {"hidden": [64, 64], "discriminator_hidden": [32, 32], "device": "cpu"},
-            "training": {"seed": self.seed, "max_epochs": self.max_epochs, "patience": 4},
-            "threshold": {"false_positive_rate": 0.005, "min_site_records": 100},
+            "training": {
+                "seed": self.seed,
+                "max_epochs": self.max_epochs,
+                "patience": 5,
+                "discriminator_epochs_per_cycle": 2,
+            },
+            "threshold": {
+                "false_positive_rate": self.false_positive_rate,
+                "min_site_records": 100,
+            },
             "retraining": {"new_site_min_records": self.onboard_records},
         }
 
@@ -104,6 +129,7 @@ class DemoPlan:
 def demo_command(args: argparse.Namespace) -> int:
     """Entry point of `streamvae demo`. Returns the exit code."""
     plan = DemoPlan.from_args(args)
+    _limit_torch_threads()
     console = make_console(sys.stdout, no_ui=bool(args.no_ui))
     workdir = Path(args.workdir) if args.workdir else None
     with tempfile.TemporaryDirectory(prefix="streamvae-demo-") as tmp:
@@ -154,6 +180,36 @@ def score_records(detector: Any, records: Sequence[SimRecord]) -> list[Outcome]:
     return out
 
 
+class Reservoir:
+    """A seeded uniform sample of up to `per_site` records per site (Algorithm R)."""
+
+    def __init__(self, per_site: int, seed: int) -> None:
+        self._per_site = per_site
+        self._rng = np.random.default_rng([seed, 99])
+        self._kept: dict[str, list[SimRecord]] = {}
+        self._seen: dict[str, int] = {}
+
+    def extend(self, records: Iterable[SimRecord]) -> None:
+        for r in records:
+            kept = self._kept.setdefault(r.site, [])
+            n = self._seen[r.site] = self._seen.get(r.site, 0) + 1
+            if len(kept) < self._per_site:
+                kept.append(r)
+            elif (j := int(self._rng.integers(n))) < self._per_site:
+                kept[j] = r
+
+    def seen(self, site: str) -> int:
+        return self._seen.get(site, 0)
+
+    def records(self, without: set[str] | frozenset[str] = frozenset()) -> list[SimRecord]:
+        """The sample in time order, leaving out the sites in `without`."""
+        kept = (r for site, rs in self._kept.items() if site not in without for r in rs)
+        return sorted(kept, key=lambda r: r.ts)
+
+    def __len__(self) -> int:
+        return sum(len(k) for k in self._kept.values())
+
+
 @dataclass(slots=True)
 class TimelinePoint:
     site: str
@@ -184,6 +240,9 @@ def make_trainer(plan: DemoPlan) -> Trainer | None:
     def train(
         records: Sequence[SimRecord], features: tuple[str, ...], version: str, init: Any
     ) -> Any:
+        if len(records) > plan.train_cap:
+            keep = np.random.default_rng(plan.seed).choice(len(records), plan.train_cap, False)
+            records = [records[i] for i in np.sort(keep)]
         values = np.asarray([r.values for r in records], dtype=np.float32)
         return train_detector(
             values,
@@ -232,11 +291,11 @@ def run_offline(
     board.retrained(
         RetrainEvent(0.0, "initial", detector.version, tuple(detector.sites), _took(clock, t0))
     )
-    buffers = {s: deque[SimRecord](maxlen=plan.per_site_cap) for s in sim.sites}
-    for r in history:
-        buffers[r.site].append(r)
+    known = set(detector.sites)
+    sample = Reservoir(plan.per_site_cap, plan.seed)
+    sample.extend(history)
     timeline: list[TimelinePoint] = []
-    onboarded = sim.new_site is None
+    new, onboarded, last_retrain = sim.new_site, sim.new_site is None, 0.0
     t, step, scored_s = plan.history_s, 1.0, 0.0
     while t < plan.history_s + plan.duration_s:
         t = min(plan.history_s + plan.duration_s, t + step)
@@ -246,32 +305,29 @@ def run_offline(
         scored_s += clock() - s0
         for r, o in zip(records, outcomes, strict=True):
             board.add(o, r.label, now=t - plan.history_s)
+            flagged = o.anomaly or (o.status == "warming" and o.score > o.threshold)
             timeline.append(
-                TimelinePoint(
-                    r.site,
-                    r.ts,
-                    o.score,
-                    o.threshold,
-                    o.anomaly or (o.status == "warming" and o.score > o.threshold),
-                    r.label.anomaly,
-                )
+                TimelinePoint(r.site, r.ts, o.score, o.threshold, flagged, r.label.anomaly)
             )
-            if not o.anomaly:
-                buffers[r.site].append(r)
+        sample.extend(r for r, o in zip(records, outcomes, strict=True) if not o.anomaly)
         console.show(board.snapshot(t - plan.history_s))
-        new = sim.new_site
-        if not onboarded and new is not None and len(buffers[new]) >= plan.onboard_records:
-            sample = [r for b in buffers.values() for r in b]
-            console.note(f"retraining with {len(buffers[new])} records of {new} ...")
+        elapsed = t - plan.history_s
+        ready = not onboarded and new is not None and sample.seen(new) >= plan.onboard_records
+        due = elapsed - last_retrain >= plan.retrain_every_s
+        if ready or due:
+            reason = f"new site {new}" if ready else "scheduled"
+            console.note(f"retraining ({reason}) on {len(sample):,} sampled records ...")
             t0 = clock()
             version = f"demo-{len(board.retrains) + 1:03d}"
-            detector = train(sample, sim.features, version, detector)
+            waiting = {new} if new is not None and not (onboarded or ready) else set()
+            detector = train(sample.records(waiting), sim.features, version, detector)
+            added = tuple(s for s in detector.sites if s not in known)
+            known = set(detector.sites)
             board.retrained(
-                RetrainEvent(
-                    t - plan.history_s, "promoted", detector.version, (new,), _took(clock, t0)
-                )
+                RetrainEvent(elapsed, "promoted", detector.version, added, _took(clock, t0))
             )
-            onboarded = True
+            onboarded = onboarded or ready
+            last_retrain = elapsed
     console.show(board.snapshot(t - plan.history_s))
     wall = clock() - wall0
     summary = board.summary(

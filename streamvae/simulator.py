@@ -19,7 +19,7 @@ Anomaly episodes (after `anomalies_after_s`) are of four kinds:
 
     spike        1-3 records, 1-3 sensors, +/- 5-9 sd
     level_shift  2-6 s, 2-5 sensors, +/- 3-5 sd
-    stuck        3-8 s, 1-3 sensors frozen at their value when it started
+    stuck        2-6 s, 1-3 sensors frozen at their last value, or dead (reading 0)
     correlated   2-5 s, one correlated group pushed 2.5-4 sd with random signs
                  (breaking the shared structure)
 
@@ -71,7 +71,7 @@ class SimSpec:
     seed: int = 7
     start_ts: float = 1_767_225_600.0  # epoch seconds of elapsed time 0
     period_s: float = 60.0  # the "day" of the periodic component
-    tau_s: float = 8.0  # time constant of the latent AR(1) noise
+    tau_s: float = 2.0  # time constant of the latent AR(1) noise
     noise: float = 0.15  # sensor noise, relative to the unit variation
     drift_sd_per_min: float = 0.01  # slow drift on a quarter of the sensors
     constant_sensors: int = 3
@@ -81,6 +81,7 @@ class SimSpec:
     kinds: tuple[str, ...] = KINDS
     new_site_at_s: float | None = None  # None: no new site
     site_prefix: str = "plant"
+    site_spread: float = 1.0  # how different sites are (offsets, gains); 0 = identical
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.sensors < 2 or self.factors < 1 or self.rate <= 0:
@@ -198,14 +199,15 @@ class Simulator:
     def _make_site(self, index: int, name: str, joins_s: float) -> _Site:
         spec, D, F = self.spec, self.spec.sensors, self.spec.factors
         rng = np.random.default_rng([self.spec.seed, 1, index])
-        C = len(self._constant)
+        C, spread = len(self._constant), spec.site_spread
         return _Site(
             name=name,
             index=index,
             joins_s=joins_s,
             rng=rng,
-            base=self._level * rng.uniform(0.85, 1.15, D) + self._unit * rng.normal(0, 1.0, D),
-            gain=rng.uniform(0.7, 1.4, D),
+            base=self._level * (1 + spread * rng.uniform(-0.15, 0.15, D))
+            + self._unit * spread * rng.normal(0, 1.0, D),
+            gain=1 + spread * rng.uniform(-0.3, 0.4, D),
             noise=spec.noise * rng.uniform(0.7, 1.5),
             drift=self._drifting * self._sd * rng.normal(0, spec.drift_sd_per_min, D) / 60.0,
             phase=rng.uniform(0, 2 * math.pi) + rng.normal(0, 0.3, F),
@@ -294,9 +296,10 @@ class Simulator:
             s = pick(2, 5)
             delta = signs(len(s)) * rng.uniform(3, 5, len(s)) * self._sd[s] * site.gain[s]
             return _Episode(kind, s, records(2, 6), site.episodes, delta)
-        if kind == "stuck":
+        if kind == "stuck":  # frozen at the last value, or dead (reading zero)
             s = pick(1, 3)
-            return _Episode(kind, s, records(3, 8), site.episodes, frozen=x[s].copy())
+            frozen = x[s].copy() if rng.random() < 0.5 else np.zeros(len(s))
+            return _Episode(kind, s, records(2, 6), site.episodes, frozen=frozen)
         g = int(rng.integers(self.spec.factors))
         members = np.setdiff1d(np.flatnonzero(self._group == g), self._constant)
         s = members if len(members) else pick(2, 4)
