@@ -28,9 +28,11 @@ system-deps:
 demo: $(STAMP)
 	$(VENV)/bin/streamvae demo $(DEMO_ARGS)
 
+LINT_PATHS := $(wildcard streamvae tests bench)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streamvae tests bench
-	$(VENV)/bin/ruff format --check streamvae tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -12,9 +12,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamvae import __version__
 from streamvae.errors import ConfigError, StreamvaeError
+
+if TYPE_CHECKING:
+    from streamvae.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ def _configure_logging(level: str = "INFO") -> None:
     )
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     from streamvae.config import load_settings
 
     settings = load_settings(args.config)
@@ -50,26 +54,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from streamvae.offline import train_command
 
-    return train_command(_settings(args), [Path(p) for p in args.data], Path(args.out))
+    rc: int = train_command(_settings(args), [Path(p) for p in args.data], Path(args.out))
+    return rc
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from streamvae.offline import score_command
 
     _configure_logging()
-    return score_command(args.model, [Path(p) for p in args.data], args.out, args.device)
+    rc: int = score_command(args.model, [Path(p) for p in args.data], args.out, args.device)
+    return rc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamvae.app import run_command
 
-    return run_command(_settings(args), input_path=args.input, output_path=args.output)
+    rc: int = run_command(_settings(args), input_path=args.input, output_path=args.output)
+    return rc
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from streamvae.kafka import produce_command
 
-    return produce_command(_settings(args), [Path(p) for p in args.data], args.topic)
+    rc: int = produce_command(_settings(args), [Path(p) for p in args.data], args.topic)
+    return rc
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -77,20 +85,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     _configure_logging()
     store = args.store or _settings(args).store.path
-    return models_command(Path(store), args.action, getattr(args, "version", None))
+    rc: int = models_command(Path(store), args.action, getattr(args, "version", None))
+    return rc
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from streamvae.retrainer import retrain_command
 
-    return retrain_command(_settings(args))
+    rc: int = retrain_command(_settings(args))
+    return rc
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamvae.demo import demo_command
 
     _configure_logging("WARNING" if not args.no_ui else "INFO")
-    return demo_command(args)
+    rc: int = demo_command(args)
+    return rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"streamvae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str):  # type: ignore[no-untyped-def]
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
         return p

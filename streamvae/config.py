@@ -1,10 +1,12 @@
 """Configuration: a TOML file overridden by `STREAMVAE_…` environment variables.
 
 Precedence (highest first): environment (`STREAMVAE_KAFKA__GROUP_ID=…`, nested
-with `__`), the TOML file, the defaults below. Unknown keys are rejected in both
-the file and the environment. Secrets are `SecretStr` and print masked; a secret
-may also be read from a file (`sasl_password_file`), which is what Kubernetes
-Secrets and systemd credentials provide.
+with `__`; a whole section as JSON in `STREAMVAE_KAFKA='{…}'`), the TOML file,
+the defaults below. Unknown keys are rejected in both the file and the
+environment: every `STREAMVAE_…` variable must name a setting. Secrets are
+`SecretStr` and print masked; a secret may also be read from a file
+(`sasl_password_file`), which is what Kubernetes Secrets and systemd
+credentials provide.
 
 This is the only module that imports pydantic. The settings object stops at the
 composition root (`app`, `cli`); everything below takes plain arguments.
@@ -13,6 +15,7 @@ The key names are a public contract: `config.example.toml` documents each one.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -156,6 +159,24 @@ class RetrainingSettings(_Section):
     gate_fpr_tolerance: float = Field(default=0.02, ge=0)
     site_retire_after_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     state_dir: str = Field(default="/var/lib/streamvae/state", min_length=1)
+    trigger_cooldown_s: float = Field(
+        default=300.0, ge=0, description="Least time between two triggered retrainings."
+    )
+    check_interval_s: float = Field(
+        default=5.0, gt=0, description="How often triggers are checked."
+    )
+    persist_interval_s: float = Field(
+        default=300.0, gt=0, description="How often the buffer is written to state_dir."
+    )
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of buffered records held out for the gate."
+    )
+    recency_factor: float = Field(
+        default=4.0, ge=1, description="Per-site sample spans about factor × per_site_cap records."
+    )
+    drift_window_records: int = Field(
+        default=1000, gt=0, description="Records per site per drift (anomaly-rate) window."
+    )
 
 
 class ThresholdSettings(_Section):
@@ -234,6 +255,26 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """pydantic-settings ignores `STREAMVAE_…` variables that match no field; a typo
+    there would silently not apply, so refuse them (naming the variable)."""
+    sections = Settings.model_fields
+    for variable in environ:
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        section, nested, key = variable[len(ENV_PREFIX) :].lower().partition("__")
+        field = sections.get(section)
+        if field is None:
+            raise ConfigError(f"{variable}: unknown section {section!r} in environment")
+        section_type = field.annotation
+        if nested and not (
+            isinstance(section_type, type)
+            and issubclass(section_type, BaseModel)
+            and key in section_type.model_fields
+        ):
+            raise ConfigError(f"{variable}: unknown key {section}.{key} in environment")
+
+
 def load_settings(path: str | Path | None = None, **overrides: Mapping[str, Any]) -> Settings:
     """Read the TOML file (if any), apply `STREAMVAE_…` env overrides, validate.
 
@@ -254,6 +295,7 @@ def load_settings(path: str | Path | None = None, **overrides: Mapping[str, Any]
         merged = dict(data.get(section, {}))
         merged.update(values)
         data[section] = merged
+    _check_environment(os.environ)
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +36,11 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def registry() -> Iterator[object]:
+def registry() -> CollectorRegistry:
+    """A fresh Prometheus registry per test (never the global one)."""
     from prometheus_client import CollectorRegistry
 
-    yield CollectorRegistry()
+    return CollectorRegistry()
 
 
 class FakeClock:

@@ -1,0 +1,141 @@
+"""Turn one scored batch into output records. Pure: no I/O, no clock (times are arguments).
+
+`build_scores` applies the serving rules: severity = score / threshold, anomaly only for
+sites the model knows (`known`), unknown sites get `status="warming"` and no anomaly flag,
+contributions keep the `top` largest sensors (0 = all). Rows whose score is not finite are
+returned as rejections (`scoring_failed`) instead of scores: never a silent NaN or zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from streamvae.detector import ScoredBatch
+from streamvae.records import MAX_SEVERITY, Reason, Rejection, ScoreRecord, SensorRecord, SiteStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRows:
+    """What a batch produced: score records (input order), rejections, and the per-row
+    arrays the metrics and the training sink want (all over `records`, length B)."""
+
+    records: list[ScoreRecord]
+    rejections: list[Rejection]
+    sites: list[str]
+    values: npt.NDArray[np.float32]  # (B, D)
+    ts: npt.NDArray[np.float64]  # (B,)
+    anomalies: npt.NDArray[np.bool_]  # (B,)
+    severities: npt.NDArray[np.float64]  # (B,)
+    statuses: list[SiteStatus]
+
+
+def stack_values(records: Sequence[SensorRecord]) -> npt.NDArray[np.float32]:
+    """(B, D) float32 matrix of the records' values, one allocation."""
+    if not records:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.array([r.values for r in records], dtype=np.float32)
+
+
+def record_payload(record: SensorRecord, features: Sequence[str]) -> bytes:
+    """A JSON rendering of a decoded record (for dead letters of records that decoded)."""
+    return orjson.dumps(
+        {
+            "site": record.site,
+            "ts": record.ts,
+            "values": dict(zip(features, record.values, strict=False)),
+        }
+    )
+
+
+def _contributions(
+    contrib: npt.NDArray[np.float32], features: Sequence[str], top: int
+) -> list[dict[str, float]]:
+    rows: list[list[float]] = contrib.astype(np.float64).tolist()
+    if top <= 0 or top >= len(features):
+        return [dict(zip(features, row, strict=True)) for row in rows]
+    order: list[list[int]] = np.argsort(-contrib, axis=1, kind="stable")[:, :top].tolist()
+    return [{features[j]: row[j] for j in idx} for row, idx in zip(rows, order, strict=True)]
+
+
+def build_scores(
+    records: Sequence[SensorRecord],
+    values: npt.NDArray[np.float32],
+    scored: ScoredBatch,
+    *,
+    features: Sequence[str],
+    model_version: str,
+    top: int,
+    scored_at: float,
+) -> ScoredRows:
+    """Score records for `records` (B rows; `values` (B, D) their stacked values)."""
+    scores = np.asarray(scored.scores, dtype=np.float64)
+    thresholds = np.asarray(scored.thresholds, dtype=np.float64)
+    known = np.asarray(scored.known, dtype=np.bool_)
+    ok = np.isfinite(scores) & np.isfinite(thresholds)
+    rejections = [
+        Rejection(
+            Reason.SCORING_FAILED,
+            "model returned a non-finite score",
+            record_payload(records[i], features),
+            records[i].position,
+            records[i].site,
+        )
+        for i in np.flatnonzero(~ok).tolist()
+    ]
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        records = [records[i] for i in keep.tolist()]
+        values, scores, thresholds, known = (
+            values[keep],
+            scores[keep],
+            thresholds[keep],
+            known[keep],
+        )
+        contrib = np.asarray(scored.contributions)[keep]
+    else:
+        contrib = np.asarray(scored.contributions)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        severities = np.where(thresholds > 0, scores / thresholds, 0.0)
+    severities = np.clip(np.nan_to_num(severities, nan=0.0), -MAX_SEVERITY, MAX_SEVERITY)
+    anomalies = known & (scores > thresholds)
+    statuses: list[SiteStatus] = ["active" if k else "warming" for k in known.tolist()]
+    out = [
+        ScoreRecord(
+            site=r.site,
+            ts=r.ts,
+            score=s,
+            threshold=t,
+            anomaly=a,
+            severity=v,
+            contributions=c,
+            model_version=model_version,
+            status=st,
+            position=r.position,
+            scored_at=scored_at,
+        )
+        for r, s, t, a, v, c, st in zip(
+            records,
+            scores.tolist(),
+            thresholds.tolist(),
+            anomalies.tolist(),
+            severities.tolist(),
+            _contributions(contrib, features, top),
+            statuses,
+            strict=True,
+        )
+    ]
+    return ScoredRows(
+        records=out,
+        rejections=rejections,
+        sites=[r.site for r in records],
+        values=values,
+        ts=np.array([r.ts for r in records], dtype=np.float64),
+        anomalies=anomalies,
+        severities=severities,
+        statuses=statuses,
+    )

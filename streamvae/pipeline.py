@@ -1,0 +1,356 @@
+"""Consume → decode → micro-batch → score → produce → commit. Orchestration only, no maths.
+
+Three loops share one pipeline; the composition root runs them in its TaskGroup
+(`Pipeline.loops(stop)`):
+
+    intake   fetch from the Source, decode (rejections become dead letters later, in order),
+             micro-batch; pauses the Source while `max_in_flight` records are not yet committed
+    process  score each batch in a worker thread with the model current at that moment,
+             build score records and dead letters, hand them to the Sink (non-blocking)
+    deliver  wait until the Sink acknowledged every output of a batch (re-sending on
+             failure), then commit `last offset + 1` per partition, in batch order
+
+Delivery is at-least-once: an offset is committed only after every output of every record
+up to it was acknowledged. `drain()` (called on partition revocation) closes the open
+batch and waits until everything fetched so far is delivered and committed. On stop, the
+batch being scored is finished, delivered and committed; batches not started yet are
+dropped uncommitted (they are fetched again after a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamvae.batching import BatchPolicy, MicroBatcher
+from streamvae.errors import NotReadyError, TransientError
+from streamvae.outputs import build_scores, record_payload, stack_values
+from streamvae.ports import (
+    Codec,
+    Fetched,
+    Item,
+    ModelView,
+    NullMetrics,
+    Output,
+    PipelineMetrics,
+    Scorer,
+    Sink,
+    Source,
+    TrainingSink,
+)
+from streamvae.records import Reason, Rejection, SensorRecord, dead_letter_of
+
+__all__ = [
+    "Codec",
+    "Fetched",
+    "Item",
+    "ModelView",
+    "NullMetrics",
+    "Output",
+    "Pipeline",
+    "PipelineMetrics",
+    "PipelineSpec",
+    "Scorer",
+    "Sink",
+    "Source",
+    "TrainingSink",
+]
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """Plain tuning knobs, built from [batching] and [output] at the composition root."""
+
+    policy: BatchPolicy
+    max_in_flight: int = 20_000
+    top_contributions: int = 0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclass(slots=True)
+class _Delivery:
+    scores: list[Output]
+    dead_letters: list[Output]
+    offsets: Offsets
+    count: int
+    acked: Awaitable[None]
+
+
+class Pipeline:
+    """See the module docstring. All collaborators are constructor arguments."""
+
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        model: ModelView,
+        codec: Codec,
+        spec: PipelineSpec,
+        *,
+        metrics: PipelineMetrics | None = None,
+        training: TrainingSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._source, self._sink, self._model, self._codec = source, sink, model, codec
+        self._spec = spec
+        self._metrics: PipelineMetrics = metrics or NullMetrics()
+        self._training = training
+        self._clock, self._wall = clock, wall
+        self._batcher: MicroBatcher[Item] = MicroBatcher(spec.policy, clock)
+        self._batches: asyncio.Queue[list[Item] | None] = asyncio.Queue()
+        self._deliveries: asyncio.Queue[_Delivery | None] = asyncio.Queue(maxsize=4)
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+        self._closed = False
+        self.delivered = 0  # records whose outputs were acknowledged and committed
+        self._buffered = 0  # records buffered unscored while no model existed
+        self.healthy = True  # False while the sink or the commit keeps failing
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def loops(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        """The three coroutines to run in the caller's TaskGroup."""
+        return [self.intake(stop), self.process(stop), self.deliver()]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def drain(self) -> None:
+        """Close the open batch; wait until all fetched records are delivered and committed."""
+        if self._closed:
+            return
+        batch = self._batcher.flush()
+        if batch:
+            self._batches.put_nowait(batch)
+        await self._wait_for(lambda: self._in_flight == 0 or self._closed)
+
+    async def intake(self, stop: asyncio.Event) -> None:
+        """Fetch, decode and batch until `stop` is set or the source is exhausted."""
+        spec, source, decode = self._spec, self._source, self._codec.decode
+        idle_wait = max(spec.policy.max_wait_s, 0.05)
+        try:
+            while not stop.is_set():
+                if self._in_flight >= spec.max_in_flight:
+                    await self._back_off(stop)
+                    continue
+                due = self._batcher.timeout()
+                fetched = await source.fetch(
+                    spec.max_in_flight - self._in_flight, idle_wait if due is None else due
+                )
+                if fetched:
+                    items = [decode(payload, pos) for payload, pos in fetched]
+                    self._in_flight += len(items)
+                    for full in self._batcher.add(items):
+                        self._batches.put_nowait(full)
+                    self._metrics.set_in_flight(self._in_flight)
+                    self._metrics.set_consumer_lag(source.lags())
+                if (due_batch := self._batcher.poll()) is not None:
+                    self._batches.put_nowait(due_batch)
+                if source.exhausted and not fetched:
+                    if rest := self._batcher.flush():
+                        self._batches.put_nowait(rest)
+                    return
+        finally:
+            self._batches.put_nowait(None)
+
+    async def _back_off(self, stop: asyncio.Event) -> None:
+        """Pause the source until half the in-flight budget is free again."""
+        if batch := self._batcher.flush():
+            self._batches.put_nowait(batch)
+        self._source.pause()
+        self._metrics.set_paused(True)
+        log.debug("in-flight limit reached (%d records): fetching paused", self._in_flight)
+        low = self._spec.max_in_flight // 2
+        await self._wait_for(lambda: self._in_flight <= low or stop.is_set() or self._closed)
+        self._source.resume()
+        self._metrics.set_paused(False)
+
+    async def process(self, stop: asyncio.Event) -> None:
+        """Score batches in order; on stop, finish the batch in hand and drop the rest."""
+        dropped = 0
+        try:
+            while (batch := await self._batches.get()) is not None:
+                if stop.is_set():
+                    dropped += len(batch)
+                    continue
+                await self._deliveries.put(await self._score_batch(batch))
+        finally:
+            if dropped:
+                log.info(
+                    "stopping: %d fetched records left uncommitted (re-read on restart)", dropped
+                )
+            await self._deliveries.put(None)
+
+    async def deliver(self) -> None:
+        """Wait for acknowledgements, then commit, strictly in batch order."""
+        try:
+            while (delivery := await self._deliveries.get()) is not None:
+                await self._settle(delivery)
+                self._in_flight -= delivery.count
+                self.delivered += delivery.count
+                self._metrics.set_in_flight(self._in_flight)
+                await self._notify()
+        finally:
+            self._closed = True
+            self._in_flight = 0
+            await self._notify()
+
+    async def _settle(self, delivery: _Delivery) -> None:
+        """Wait for every ack (re-sending on failure), then commit (retrying transient errors)."""
+        delay = self._spec.retry_initial_s
+        while True:
+            try:
+                await delivery.acked
+                break
+            except TransientError as exc:
+                self.healthy = False
+                log.warning("outputs not acknowledged (%s); re-sending in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._spec.retry_max_s)
+                delivery.acked = await self._send(delivery.scores, delivery.dead_letters)
+        delay = self._spec.retry_initial_s
+        while delivery.offsets:
+            try:
+                await self._source.commit(delivery.offsets)
+                break
+            except TransientError as exc:
+                self.healthy = False
+                log.warning("commit failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._spec.retry_max_s)
+        self.healthy = True
+
+    async def _send(self, scores: list[Output], dead: list[Output]) -> Awaitable[None]:
+        """`sink.send`, with a failure to even hand over turned into a failed acknowledgement."""
+        try:
+            return await self._sink.send(scores, dead)
+        except TransientError as exc:
+            return _failed(exc)
+
+    async def _score_batch(self, batch: list[Item]) -> _Delivery:
+        """Score one batch and hand its outputs to the sink."""
+        offsets: Offsets = {}
+        valid: list[SensorRecord] = []
+        rejected: list[Rejection] = []
+        for item in batch:
+            pos = item.position
+            if pos is not None:
+                offsets[(pos.topic, pos.partition)] = pos.offset + 1
+            if isinstance(item, SensorRecord):
+                valid.append(item)
+            else:
+                rejected.append(item)
+        model = self._model.current
+        scores: list[Output] = []
+        seconds = 0.0
+        rows = None
+        if valid and model is None:
+            self._buffer_only(valid)
+        if valid and model is not None:
+            values = stack_values(valid)
+            sites = [r.site for r in valid]
+            started = self._clock()
+            try:
+                scored = await asyncio.to_thread(model.score, values, sites)
+            except Exception as exc:  # a model bug must not stop the stream: dead-letter it
+                log.exception("scoring a batch of %d records failed", len(valid))
+                rejected.extend(
+                    Rejection(
+                        Reason.SCORING_FAILED,
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        record_payload(r, model.features),
+                        r.position,
+                        r.site,
+                    )
+                    for r in valid
+                )
+            else:
+                seconds = self._clock() - started
+                rows = build_scores(
+                    valid,
+                    values,
+                    scored,
+                    features=model.features,
+                    model_version=model.version,
+                    top=self._spec.top_contributions,
+                    scored_at=self._wall(),
+                )
+                rejected.extend(rows.rejections)
+                encode = self._codec.encode_score
+                scores = [(r.site.encode(), encode(r)) for r in rows.records]
+        now = self._wall()
+        encode_dl = self._codec.encode_dead_letter
+        dead = [
+            (r.site.encode() if r.site else None, encode_dl(dead_letter_of(r, now)))
+            for r in rejected
+        ]
+        acked = await self._send(scores, dead)
+        self._record(len(batch), rejected, rows, seconds, now)
+        return _Delivery(scores, dead, offsets, len(batch), acked)
+
+    def _buffer_only(self, valid: list[SensorRecord]) -> None:
+        """No model yet (`wait_for_model = false`): hand valid records to the training sink
+        for the first training; they get no score record. Without a sink: NotReadyError."""
+        if self._training is None:
+            raise NotReadyError("no model to score with and no training sink to buffer into")
+        if not self._buffered:
+            log.warning("no model yet: buffering valid records for the first training, unscored")
+        self._buffered += len(valid)
+        ts = np.array([r.ts for r in valid], dtype=np.float64)
+        normal = np.ones(len(valid), dtype=np.bool_)
+        self._training.offer([r.site for r in valid], stack_values(valid), ts, normal)
+
+    def _record(
+        self, consumed: int, rejected: Sequence[Rejection], rows: Any, seconds: float, now: float
+    ) -> None:
+        reasons = collections.Counter(str(r.reason) for r in rejected)
+        if rows is None:
+            self._metrics.batch(
+                consumed=consumed,
+                scored=0,
+                dead_letters=reasons,
+                scoring_seconds=seconds,
+                lags_s=[],
+                sites=[],
+                anomalies=[],
+                severities=[],
+                statuses=[],
+            )
+            return
+        self._metrics.batch(
+            consumed=consumed,
+            scored=len(rows.records),
+            dead_letters=reasons,
+            scoring_seconds=seconds,
+            lags_s=(now - rows.ts).tolist(),
+            sites=rows.sites,
+            anomalies=rows.anomalies.tolist(),
+            severities=rows.severities.tolist(),
+            statuses=rows.statuses,
+        )
+        if self._training is not None and rows.records:
+            self._training.offer(rows.sites, rows.values, rows.ts, ~rows.anomalies)
+
+
+async def _failed(exc: BaseException) -> None:
+    raise exc

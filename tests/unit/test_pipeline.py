@@ -1,0 +1,178 @@
+"""Pipeline loops against in-memory sources and sinks (no broker, no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from streamvae.batching import BatchPolicy
+from streamvae.pipeline import Pipeline, PipelineSpec
+from tests.unit.daemon_fakes import (
+    FAKE_CODEC,
+    FakeDetector,
+    Holder,
+    ListSink,
+    ListSource,
+    RecordingMetrics,
+    RecordingTraining,
+    payload,
+)
+
+
+def make(
+    source: ListSource,
+    sink: ListSink,
+    detector: FakeDetector | None = None,
+    *,
+    max_records: int = 5,
+    max_in_flight: int = 1000,
+    top: int = 0,
+    metrics: RecordingMetrics | None = None,
+    training: RecordingTraining | None = None,
+) -> tuple[Pipeline, Holder]:
+    holder = Holder(detector or FakeDetector())
+    spec = PipelineSpec(
+        BatchPolicy(max_records, 0.01),
+        max_in_flight=max_in_flight,
+        top_contributions=top,
+        retry_initial_s=0.01,
+    )
+    pipe = Pipeline(source, sink, holder, FAKE_CODEC, spec, metrics=metrics, training=training)
+    return pipe, holder
+
+
+async def run(pipe: Pipeline, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    for _ in range(5000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("condition never became true")
+
+
+def mixed(n: int, part: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        if i % 4 == 3:
+            out.append(b"{not json")
+        else:
+            out.append(payload(f"s{i % 3}", 100.0 + i, [i, 1.0, 2.0]))
+    return out
+
+
+async def test_every_record_one_output_and_commits_at_end() -> None:
+    parts = [mixed(23, 0), mixed(17, 1), []]
+    source, sink = ListSource(parts), ListSink()
+    metrics, training = RecordingMetrics(), RecordingTraining()
+    pipe, _ = make(source, sink, metrics=metrics, training=training)
+    await run(pipe)
+    positions = [(s["position"]["partition"], s["position"]["offset"]) for s in sink.scores]
+    positions += [(d["position"]["partition"], d["position"]["offset"]) for d in sink.dead]
+    assert sorted(positions) == sorted([(0, i) for i in range(23)] + [(1, i) for i in range(17)])
+    assert source.committed == {("in", 0): 23, ("in", 1): 17}
+    assert all(d["reason"] == "invalid_json" for d in sink.dead)
+    assert len(sink.dead) == 5 + 4
+    assert pipe.in_flight == 0
+    assert sum(c["consumed"] for c in metrics.named("batch")) == 40
+    assert sum(len(o[0]) for o in training.offers) == len(sink.scores)
+
+
+async def test_score_fields_warming_and_severity() -> None:
+    source = ListSource([[payload("s0", 1.0, [5, 5, 5]), payload("new", 2.0, [9, 9, 9])]])
+    sink = ListSink()
+    pipe, _ = make(source, sink, FakeDetector(version="v7"), top=2)
+    await run(pipe)
+    known, new = sink.scores
+    assert known["anomaly"] is True
+    assert known["status"] == "active"
+    assert known["severity"] == pytest.approx(1.5)
+    assert known["model_version"] == "v7"
+    assert len(known["contributions"]) == 2
+    assert new["status"] == "warming"
+    assert new["anomaly"] is False
+    assert new["severity"] == pytest.approx(2.7)
+
+
+async def test_scoring_failure_becomes_dead_letters() -> None:
+    source, sink = ListSource([mixed(8, 0)]), ListSink()
+    pipe, _ = make(source, sink, FakeDetector(fail=True))
+    await run(pipe)
+    assert not sink.scores
+    assert sorted(d["reason"] for d in sink.dead) == ["invalid_json"] * 2 + ["scoring_failed"] * 6
+    assert source.committed == {("in", 0): 8}
+
+
+async def test_sink_and_commit_failures_are_retried() -> None:
+    source, sink = ListSource([mixed(12, 0)]), ListSink()
+    sink.fail_sends = 2
+    source.commit_failures = 2
+    pipe, _ = make(source, sink)
+    await run(pipe)
+    assert len(sink.scores) + len(sink.dead) == 12
+    assert source.committed == {("in", 0): 12}
+
+
+async def test_back_pressure_pauses_and_bounds_in_flight() -> None:
+    source, sink = ListSource([mixed(200, 0)]), ListSink()
+    sink.hold.clear()  # nothing is acknowledged
+    pipe, _ = make(source, sink, max_records=10, max_in_flight=50)
+    stop = asyncio.Event()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+        for _ in range(50):
+            await asyncio.sleep(0.005)
+            assert pipe.in_flight <= 50 + 7  # one fetch may overshoot by its size
+        assert source.paused
+        assert source.committed == {}
+        sink.hold.set()
+    assert source.pause_count >= 1
+    assert source.committed == {("in", 0): 200}
+
+
+async def test_stop_finishes_batch_in_flight_and_commits_it() -> None:
+    source, sink = ListSource([mixed(50, 0)], finite=False), ListSink()
+    pipe, _ = make(source, sink, max_records=5)
+    stop = asyncio.Event()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+        await until(lambda: source.next >= 20)
+        stop.set()
+    committed = source.committed.get(("in", 0), 0)
+    outputs = len(sink.scores) + len(sink.dead)
+    assert committed == outputs  # everything committed was delivered, nothing more
+    assert 0 < committed <= source.next
+
+
+async def test_drain_waits_for_commit() -> None:
+    source, sink = ListSource([mixed(30, 0)], finite=False), ListSink()
+    pipe, _ = make(source, sink, max_records=1000)  # only the wait closes batches
+    stop = asyncio.Event()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+        await until(lambda: source.next >= 30)
+        await pipe.drain()
+        assert source.committed == {("in", 0): 30}
+        stop.set()
+
+
+async def test_without_a_model_valid_records_are_buffered_unscored() -> None:
+    source, sink, training = ListSource([mixed(12, 0)]), ListSink(), RecordingTraining()
+    pipe, holder = make(source, sink, training=training)
+    holder.current = None
+    await run(pipe)
+    assert sink.scores == []
+    assert len(sink.dead) == 3
+    assert sum(len(o[0]) for o in training.offers) == 9
+    assert all(o[3].all() for o in training.offers)
+    assert source.committed == {("in", 0): 12}
