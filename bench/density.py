@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from streamvae.model.specs import ModelSpec, TrainSpec
 
 from bench import product
 from bench.data import TabularSplit, load_tabular
 from streamvae.detector import Detector
 from streamvae.errors import TrainingError
+from streamvae.model.specs import ModelSpec, TrainSpec
 
 log = logging.getLogger(__name__)
 

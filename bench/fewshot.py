@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
-from streamvae.model.thresholds import quantile_threshold
 
 from bench import product
 from bench.baselines import PCAModel
 from bench.data import Machine, subsample
 from bench.metrics import Detection, detection
+from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
+from streamvae.model.thresholds import quantile_threshold
 
 log = logging.getLogger(__name__)
 

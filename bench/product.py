@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 
 from streamvae.detector import Detector, train_detector
+from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
-from streamvae.model.thresholds import quantile_threshold
 
 from bench import product
 from bench.baselines import IForestModel, PCAModel, half_space_trees
 from bench.data import Machine, subsample
 from bench.metrics import Detection, HitRate, detection, hit_rate_at_k
+from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
+from streamvae.model.thresholds import quantile_threshold
 
 log = logging.getLogger(__name__)
 
