@@ -125,8 +125,9 @@ class EmbeddedBroker:
         self.stop()
         raise TransientError(f"tansu broker did not open {self.url} in {self._start_timeout_s}s")
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate the process (SIGKILL after `timeout_s`)."""
+    def stop(self, timeout_s: float = 0.5) -> None:
+        """Terminate the process (SIGKILL after `timeout_s`: with clients still connected
+        Tansu drains slowly, and its memory storage has nothing to save)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -135,7 +136,7 @@ class EmbeddedBroker:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=timeout_s)
+            proc.wait(timeout=10)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         """Create `name` with `partitions` partitions (Tansu's own CLI; no Kafka client)."""
