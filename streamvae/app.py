@@ -228,9 +228,10 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
             if not await sink.start(stop) or not await source.start(stop):
                 return
             features = state.holder.features or ()
-            retrainer = None if run.input_path else _retrainer(state, features)
-            if retrainer is not None:
-                tg.create_task(retrainer.run(stop))
+            # the retrainer is the training sink in every mode (a replay onboards sites too);
+            # `retraining.enabled` decides whether it also runs training passes
+            retrainer = _retrainer(state, features)
+            tg.create_task(retrainer.run(stop), name="retrainer")
             spec = decoder_spec(settings, features)
             codec = Codec(
                 decode=lambda payload, pos: decode_record(payload, spec, pos),
