@@ -291,7 +291,7 @@ async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
     holder, settings = state.holder, state.run.settings
     if holder.current is not None:
         return True
-    if not settings.service.wait_for_model and not state.run.input_path:
+    if not settings.service.wait_for_model:
         if holder.features:
             log.warning("no model yet: not ready; buffering the stream for the first training")
             return True
