@@ -72,12 +72,11 @@ class _State:
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" → "cuda" when available, else "cpu"."""
-    if device != "auto":
-        return device
-    import torch
+    """[model] device → a torch device name ("auto": CUDA when available, else CPU;
+    ConfigError for "cuda" without a GPU)."""
+    from streamvae.model.device import resolve_device as resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(device))
 
 
 def decoder_spec(settings: Settings, features: tuple[str, ...]) -> DecoderSpec:
