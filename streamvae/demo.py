@@ -222,15 +222,10 @@ class TimelinePoint:
 
 def make_trainer(plan: DemoPlan) -> Trainer | None:
     """`train_detector` with the demo's settings, or None while the model is not built."""
-    # until the model lands in main these may be missing: look them up dynamically
-    import importlib
-
-    train_detector = getattr(importlib.import_module("streamvae.detector"), "train_detector", None)
     try:
-        specs_from_settings = importlib.import_module("streamvae.offline").specs_from_settings
-    except (ImportError, AttributeError):
-        return None
-    if train_detector is None:
+        from streamvae.detector import train_detector
+        from streamvae.offline import specs_from_settings
+    except ImportError:  # a partial build: the demo still shows the data
         return None
     from streamvae.config import load_settings
 
