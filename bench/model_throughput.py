@@ -11,7 +11,8 @@ Writes bench/out/model_throughput.md and prints the same tables.
   `Detector.score` end to end (numpy in/out, scaler, thresholds) for reference.
 * Trade-off: hidden sizes × K at batch 1024 against held-out log-likelihood
   (reference estimate with K = 256) and AUROC on synthetic 38-sensor data with
-  injected anomalies, each network trained with the same budget.
+  injected anomalies (one sensor shifted by 1.5 robust sd), each network trained
+  with the same budget (10 epochs, 3 discriminator epochs per cycle).
 * Training: seconds per VAE epoch and per cycle of discriminator epochs.
 """
 
@@ -119,13 +120,12 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
 def tradeoff(quick: bool, repeats: int) -> list[dict[str, object]]:
     x, sites = synthetic(0, 3000 if quick else 6000)
     xt, st = synthetic(1, 2000)
-    # anomalies: 3 random sensors shifted by 4 robust sd
+    # anomalies: one random sensor shifted by 1.5 robust sd (hard enough not to saturate)
     xa = xt.copy()
     rows = np.arange(len(xa))
-    cols = np.random.default_rng(2).integers(0, D, size=(len(xa), 3))
+    cols = np.random.default_rng(2).integers(0, D, size=len(xa))
     scale = np.maximum(np.subtract(*np.quantile(x, [0.75, 0.25], axis=0)) / 1.349, 0.01)
-    for j in range(3):
-        xa[rows, cols[:, j]] += 4 * scale[cols[:, j]]
+    xa[rows, cols] += 1.5 * scale[cols]
     out = []
     tspec = TrainSpec(max_epochs=6 if quick else 10, discriminator_epochs_per_cycle=3, patience=4)
     for hidden in [(32, 32), (64, 64), (128, 128), (500, 500)] if not quick else [(64, 64)]:
@@ -225,7 +225,7 @@ def main() -> None:
     mm = matmul_rate(default.hidden, default.latent_dim, 1024, repeats)
     lines.append(f"| default sizes, bare matmuls | 1 | {mm:,.0f} |")
     paper = replace(default, hidden=(500, 500))
-    for k in (1, default.importance_samples):
+    for k in (1, 8):
         r = scoring_rate(replace(paper, importance_samples=k), 1024, repeats)
         lines.append(f"| paper 2x500 | {k} | {r:,.0f} |")
     print("\n".join(lines[-4:]), flush=True)
