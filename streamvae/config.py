@@ -110,7 +110,7 @@ class ModelSettings(_Section):
     prior: Literal["optimal", "standard"] = "optimal"
     conditional: bool = True
     latent_dim: int = Field(default=8, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    hidden: list[int] = Field(default_factory=lambda: [128, 128])
     discriminator_hidden: list[int] = Field(default_factory=lambda: [64, 64])
     site_embedding_dim: int = Field(default=8, gt=0)
     site_capacity: int = Field(

@@ -27,7 +27,7 @@ class ModelSpec:
     prior: PriorKind = "optimal"
     conditional: bool = True
     latent_dim: int = 8
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (128, 128)
     discriminator_hidden: tuple[int, ...] = (64, 64)
     site_embedding_dim: int = 8
     site_capacity: int = 256
