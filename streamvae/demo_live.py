@@ -35,6 +35,7 @@ from streamvae.broker import EmbeddedBroker
 from streamvae.config import Settings
 from streamvae.console import Console
 from streamvae.demo import DemoPlan, TimelinePoint, make_trainer
+from streamvae.errors import TransientError
 from streamvae.httpd import serve_http
 from streamvae.kafka import KafkaSink, KafkaSource, kafka_spec
 from streamvae.records import decode_score
@@ -157,7 +158,10 @@ class _Live:
             loop.add_signal_handler(sig, on_signal)
         try:
             if await self._initial_model():
-                await self._run_daemon()
+                try:
+                    await self._run_daemon()
+                except* app.ShutdownTimeoutError:
+                    self.console.note("the daemon missed its shutdown deadline; stopped anyway")
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -244,6 +248,8 @@ class _Live:
             )
             tg.create_task(app._readiness(state, self.stop))
             tg.create_task(app._serve(tg, state, self.stop))
+            timeout = settings.service.shutdown_timeout_s
+            tg.create_task(app._deadline(self.stop, state.finished, timeout))
             port = await bound
             self.metrics_url = f"http://{settings.metrics.host}:{port}/metrics"
             self.console.note(f"metrics at {self.metrics_url}")
@@ -290,18 +296,25 @@ class _Live:
                     self.labels[(r.site, shifted.ts)] = r.label
                     outputs.append((r.site.encode(), encode_record(shifted, sim.features)))
                 if outputs:
-                    if pending:
-                        await asyncio.gather(*pending)
-                    pending = list(await sink.send_to(spec.input_topic, outputs))
+                    acks = await asyncio.gather(*pending, return_exceptions=True)
+                    if failed := [e for e in acks if isinstance(e, BaseException)]:
+                        log.warning("a produce batch was not acknowledged: %s", failed[0])
+                    try:
+                        pending = list(await sink.send_to(spec.input_topic, outputs))
+                    except TransientError as exc:
+                        log.warning("could not produce %d records: %s", len(outputs), exc)
+                        pending = []
                     self.produced += len(outputs)
                 if elapsed >= plan.duration_s:
                     break
                 await asyncio.sleep(0.1)
-            if pending:
-                await asyncio.gather(*pending)
+            if pending:  # the last acknowledgements, unless the broker is gone
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await asyncio.gather(*pending, return_exceptions=True)
         finally:
             self.produced_all.set()
-            await sink.stop()
+            await app._close("demo producer", sink.stop())
 
     async def _consume(self) -> None:
         """Read the daemon's score records: they feed the view and the summary."""
@@ -346,7 +359,7 @@ class _Live:
                         )
                     )
         finally:
-            await source.stop()
+            await app._close("demo consumer", source.stop())
 
     async def _view(self, holder: ModelHolder, events: list[tuple[str, str, float]]) -> None:
         """Refresh the terminal view; turn retrainer outcomes into model events."""

@@ -42,7 +42,7 @@ def _summary(stdout: str) -> dict[str, object]:
 def _demo(tmp_path: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "streamvae", "demo", "--no-ui",
-        "--duration", "20", "--rate", "60", "--sites", "2", "--seed", "3",
+        "--duration", "16", "--rate", "60", "--sites", "2", "--seed", "3",
         "--workdir", str(tmp_path / "work"), *extra,
     ]  # fmt: skip
 
