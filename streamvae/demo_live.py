@@ -108,12 +108,16 @@ def run_live(
     broker = EmbeddedBroker(log_path=workdir / "broker.log")
     console.note("starting the embedded broker (Tansu) ...")
     with broker:
-        for topic, partitions in (("sensors", PARTITIONS), ("sensor-scores", PARTITIONS)):
-            broker.create_topic(topic, partitions)
-        broker.create_topic("sensor-dead-letters", 1)
-        console.note(f"broker at {broker.bootstrap_servers}")
         live = _Live(plan, console, workdir, broker.bootstrap_servers)
-        summary, timeline = asyncio.run(live.main())
+        kafka = live.settings.kafka
+        for topic in (kafka.input_topic, kafka.output_topic):
+            broker.create_topic(topic, PARTITIONS)
+        broker.create_topic(kafka.dead_letter_topic, 1)
+        console.note(f"broker at {broker.bootstrap_servers}")
+        try:
+            summary, timeline = asyncio.run(live.main())
+        except asyncio.CancelledError:  # a second Ctrl-C: abort (the broker still stops)
+            raise KeyboardInterrupt from None
     summary["broker"] = broker.bootstrap_servers
     summary["broker_stopped"] = not broker.running
     return summary, timeline
@@ -121,7 +125,7 @@ def run_live(
 
 class _Live:
     def __init__(self, plan: DemoPlan, console: Console, workdir: Path, bootstrap: str) -> None:
-        self.plan, self.console, self.workdir, self.bootstrap = plan, console, workdir, bootstrap
+        self.plan, self.console, self.bootstrap = plan, console, bootstrap
         self.sim = Simulator(plan.sim_spec(start_ts=time.time() - plan.history_s))
         self.board = Scoreboard(sites=self.sim.sites, new_site=self.sim.new_site)
         self.settings = live_settings(plan, workdir, bootstrap, self.sim.features)
@@ -133,7 +137,6 @@ class _Live:
         self.timeline: list[TimelinePoint] = []
         self.latencies: list[float] = []
         self.produced = 0
-        self.t0 = time.monotonic()
         self.live_t0: float | None = None
         self.metrics_url = ""
 
