@@ -253,7 +253,10 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         )
     if "broker" in summary:
         stopped = "stopped" if summary.get("broker_stopped") else "STILL RUNNING"
-        w(f"metrics were at {summary.get('metrics_url')}; broker {summary['broker']} {stopped}\n")
+        scrape = summary.get("metrics_scrape") or {}
+        scraped = f" (last scrape: {scrape.get('samples')} samples)" if scrape.get("ok") else ""
+        w(f"metrics were at {summary.get('metrics_url')}{scraped}; ")
+        w(f"broker {summary['broker']} {stopped}\n")
     w("models:\n")
     for e in summary["retrains"]:
         sites = f" sites {', '.join(e['sites'])}" if e.get("sites") else ""

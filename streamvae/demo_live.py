@@ -139,6 +139,7 @@ class _Live:
         self.produced = 0
         self.live_t0: float | None = None
         self.metrics_url = ""
+        self.scrape: dict[str, Any] = {}
 
     def elapsed(self) -> float:
         return 0.0 if self.live_t0 is None else time.monotonic() - self.live_t0
@@ -173,6 +174,7 @@ class _Live:
             "mode": "live",
             "produced": self.produced,
             "metrics_url": self.metrics_url,
+            "metrics_scrape": self.scrape,
             "interrupted": signals > 0,
         }
         if self.latencies:
@@ -413,4 +415,26 @@ class _Live:
             log.warning(
                 "%d records not scored %.0fs after the end", len(self.labels), DRAIN_TIMEOUT_S
             )
+        self.scrape = await _scrape(self.metrics_url)
         self.stop.set()
+
+
+async def _scrape(url: str) -> dict[str, Any]:
+    """GET the daemon's /metrics once, as a user would: status and a few counters."""
+    host, _, rest = url.removeprefix("http://").partition(":")
+    port, _, path = rest.partition("/")
+    try:
+        async with asyncio.timeout(5.0):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            body = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+    head, _, text = body.decode(errors="replace").partition("\r\n\r\n")
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {"ok": head.startswith("HTTP/1.1 200"), "samples": len(samples)}
