@@ -172,7 +172,7 @@ async def test_two_retrainers_against_one_store_only_one_promotes(store_root: Pa
     data = SyntheticSites(seed=4)
     a, b = make_retrainer(store_root), make_retrainer(store_root)
     for r in (a, b):
-        values, sites = data.normal_mix(["s0", "s1", "s2"], 200)
+        values, sites = data.normal_mix(["s0", "s1", "s2"], 600)
         r.offer(sites, values, np.zeros(len(sites)), np.ones(len(sites), bool))
     results = await asyncio.gather(a.retrain_once("a"), b.retrain_once("b"))
     outcomes = sorted(x.outcome for x in results)
