@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -257,3 +259,25 @@ async def test_broker_outage_mid_run_means_not_ready_then_recovers(
         finally:
             daemon.kill()
     assert len({o.source for o in outputs}) == len(corpus)
+
+
+async def test_embedded_broker_mode(tiny_models: dict[str, object], tmp_path: Path) -> None:
+    store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
+    names = ("sensors", "sensor-scores", "sensor-dead-letters")
+    config = write_config(
+        tmp_path / "c.toml", bootstrap="embedded", topics=names, group="g", store=store
+    )
+    daemon = Daemon(config, tmp_path / "d.log").start()
+    try:
+        await asyncio.to_thread(daemon.wait_ready)
+        bootstrap = re.findall(r"embedded broker at ([\d.]+:\d+)", daemon.text())[0]
+        corpus = mixed(100)
+        await produce(bootstrap, names[0], corpus)
+        outputs = await read_outputs(bootstrap, names[1:], len(corpus))
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    assert len({o.source for o in outputs}) == len(corpus)
+    host, port = bootstrap.split(":")
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 1):
+        pass  # the embedded broker is gone with the daemon
