@@ -130,9 +130,7 @@ async def test_broker_down_at_start_then_up(tiny_models: dict[str, object], tmp_
     assert committed == ends
 
 
-def test_replay_file_to_file_and_stdin_to_stdout(
-    tiny_models: dict[str, object], tmp_path: Path
-) -> None:
+def test_replay_file_to_file(tiny_models: dict[str, object], tmp_path: Path) -> None:
     store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
     config = write_config(
         tmp_path / "c.toml",
@@ -161,15 +159,6 @@ def test_replay_file_to_file_and_stdin_to_stdout(
     assert len(scores) + len(dead) == len(corpus)
     assert sorted(r["position"]["offset"] for r in scores + dead) == list(range(len(corpus)))
     assert len(dead) == 50
-    piped = subprocess.run(
-        [*cmd, "--input", "-", "--output", "-"],
-        input=data.read_bytes(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert piped.returncode == 0, piped.stderr.decode()[-3000:]
-    assert len(piped.stdout.splitlines()) == len(scores)
 
 
 async def test_produce_command_publishes_csv_keyed_by_site(
