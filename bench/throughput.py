@@ -1,0 +1,438 @@
+"""End-to-end throughput, latency and memory of the daemon against raw Kafka pass-through.
+
+    PYTHONPATH=. python -m bench.throughput [--records N] [--quick] [--soak-seconds 300]
+
+One run, one embedded broker (Tansu, memory storage), one backlog of N synthetic records
+(38 sensors, 14 sites, keyed by site over a multi-partition input topic):
+
+1. raw pass-through: `bench.throughput_io raw` (own process) consumes the backlog in its
+   own group: orjson-decode each record, produce a tiny output per record, commit per
+   fetched batch. The I/O ceiling of a naive Python consumer on this machine.
+2. the daemon: `python -m streamvae run --config <generated config>` with the default
+   model architecture (trained for a few epochs on the same synthetic data: scoring cost
+   depends on the architecture, not on the fit) and default batching/scoring settings.
+
+Throughput for both = N / (last commit seen by a 20 ms poller − earliest `scored_at` on
+the output topic). Then, with the daemon caught up, a paced producer offers 25 %, 50 %
+and 90 % of the daemon's measured rate with `ts` = send time; the latency is
+(reader's receive time − ts) over the scores; `scored_at − ts` is reported next to it.
+Peak RSS of the daemon is sampled with psutil every 100 ms throughout; `--soak-seconds`
+adds a sustained 90 % run and reports RSS growth. Results replace the section between
+`<!-- throughput:start -->` and `<!-- throughput:end -->` in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from bench import throughput_io as tio
+from streamvae.broker import EmbeddedBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+PARTITIONS = 4
+LOADS = (0.25, 0.5, 0.9)
+
+
+class RssSampler:
+    """Samples a process's RSS every `every_s` in a thread: peak and the full series."""
+
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        self._proc = psutil.Process(pid)
+        self._every = every_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.time(), self._proc.memory_info().rss))
+            except psutil.NoSuchProcess:
+                return
+            self._stop.wait(self._every)
+
+    @property
+    def peak(self) -> int:
+        return max((r for _, r in self.samples), default=0)
+
+    def between(self, a: float, b: float) -> list[int]:
+        return [r for t, r in self.samples if a <= t <= b]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Child:
+    """A subprocess logging to a file."""
+
+    args: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> Child:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), **self.env)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args], stdout=out, stderr=out, env=env, cwd=ROOT
+            )
+        return self
+
+    def wait_log(self, pattern: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log.read_text(errors="replace")):
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = self.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{pattern!r} not logged in {timeout}s:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def train_model(store: Path, seed: int, epochs: int) -> str:
+    """Default architecture (config defaults), a few epochs on synthetic data, promoted."""
+    import dataclasses
+
+    from streamvae.artifacts import ModelStore
+    from streamvae.config import load_settings
+    from streamvae.detector import train_detector
+    from streamvae.offline import specs_from_settings
+
+    model, train, thresh = specs_from_settings(load_settings(None))
+    values, site = tio.synthetic_values(14 * 800, seed + 1)
+    detector = train_detector(
+        values,
+        [tio.site_name(s) for s in site.tolist()],
+        features=tuple(f"m{i:02d}" for i in range(tio.SENSORS)),
+        model_spec=model,
+        train_spec=dataclasses.replace(train, seed=seed, max_epochs=epochs),
+        threshold_spec=dataclasses.replace(thresh, min_site_records=50),
+        device="cpu",
+        version="bench-1",
+    )
+    ms = ModelStore(store)
+    version = ms.save(detector)
+    ms.promote(version)
+    return f"hidden={list(model.hidden)} latent={model.latent_dim} K={model.importance_samples}"
+
+
+def write_config(
+    path: Path, bootstrap: str, topics: tuple[str, str, str], store: Path, device: str
+) -> None:
+    path.write_text(
+        "\n".join(
+            [
+                "[kafka]",
+                f'bootstrap_servers = "{bootstrap}"',
+                'group_id = "bench-daemon"',
+                f'input_topic = "{topics[0]}"',
+                f'output_topic = "{topics[1]}"',
+                f'dead_letter_topic = "{topics[2]}"',
+                "session_timeout_ms = 10000",
+                "[model]",
+                f'device = "{device}"',
+                "[store]",
+                f'path = "{store}"',
+                "[metrics]",
+                "port = 0",
+                "",
+            ]
+        )
+    )
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+async def latency_phases(
+    bootstrap: str,
+    *,
+    topic: str,
+    out: str,
+    payloads: tio.Payloads,
+    rate: float,
+    seconds: float,
+    soak: float,
+) -> tuple[list[dict[str, float]], tuple[float, float] | None]:
+    reader = tio.LatencyReader(bootstrap, out)
+    task = asyncio.create_task(reader.run())
+    await reader.started()
+    results = []
+    sent_total = 0
+    soak_window = None
+    for frac in (*LOADS, *((0.9,) if soak else ())):
+        duration = soak if (soak and len(results) == len(LOADS)) else seconds
+        t0 = time.time()
+        sent = await tio.paced(
+            bootstrap,
+            topic,
+            payloads,
+            rate=rate * frac,
+            seconds=duration,
+            partitions=PARTITIONS,
+            offset=sent_total,
+        )
+        sent_total += sent
+        t1 = time.time()
+        await asyncio.sleep(2.0)  # let the tail arrive
+        rows = [r for r in reader.rows if t0 + 1.0 <= r[0] <= t1]  # skip the first second
+        e2e = [(seen - ts) * 1000 for ts, _, seen in rows]
+        scored = [(sa - ts) * 1000 for ts, sa, _ in rows]
+        got = sum(1 for r in reader.rows if t0 <= r[0] <= t1)
+        results.append(
+            {
+                "load": frac,
+                "offered": sent / duration,
+                "sent": sent,
+                "received": got,
+                "p50": pct(e2e, 50),
+                "p95": pct(e2e, 95),
+                "p99": pct(e2e, 99),
+                "max": max(e2e, default=float("nan")),
+                "scored_p50": pct(scored, 50),
+                "scored_p99": pct(scored, 99),
+            }
+        )
+        if duration == soak and len(results) == len(LOADS) + 1:
+            soak_window = (t0, t1)
+    reader.stop()
+    await task
+    return results, soak_window
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass
+class Run:
+    raw: list[float] = field(default_factory=list)
+    daemon: list[float] = field(default_factory=list)
+    raw_rss: int = 0
+    daemon_rss: int = 0
+    phases: list[dict[str, float]] = field(default_factory=list)
+    soak_growth: float | None = None
+    soak_rss: tuple[int, int] | None = None
+
+
+def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
+    result = Run()
+    with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
+        bootstrap = broker.bootstrap_servers
+        broker.create_topic("in", PARTITIONS)
+        model = train_model(tmp / "models", args.seed, args.epochs)
+        payloads = tio.Payloads.make(min(args.records, 20_000), args.seed)
+        guess = asyncio.run(
+            tio.produce_backlog(bootstrap, "in", payloads, args.records, PARTITIONS)
+        )
+        ends = asyncio.run(tio.highwaters(bootstrap, "in", guess))
+        if sum(ends.values()) != args.records:
+            raise RuntimeError(f"backlog ends {ends} do not add up to {args.records}")
+        daemon: Child | None = None
+        for r in range(args.repeat):
+            for name in (f"raw-out-{r}", f"scores-{r}"):
+                broker.create_topic(name, PARTITIONS)
+            broker.create_topic(f"dead-{r}", 1)
+            raw = Child(
+                ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", "in",
+                 "--out-topic", f"raw-out-{r}", "--group", f"bench-raw-{r}"],
+                tmp / f"raw-{r}.log",
+            ).start()  # fmt: skip
+            assert raw.proc is not None
+            sampler = RssSampler(raw.proc.pid)
+            rate = asyncio.run(
+                measure_rate(bootstrap, f"bench-raw-{r}", f"raw-out-{r}", ends, args.records)
+            )
+            raw.stop()
+            sampler.stop()
+            result.raw.append(rate)
+            result.raw_rss = max(result.raw_rss, sampler.peak)
+            print(f"[{r}] raw pass-through: {rate:,.0f} records/s", flush=True)
+
+            if daemon is not None:
+                daemon.stop()
+            cfg = tmp / f"daemon-{r}.toml"
+            write_config(
+                cfg, bootstrap, ("in", f"scores-{r}", f"dead-{r}"), tmp / "models", args.device
+            )
+            text = cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{r}"')
+            cfg.write_text(text)
+            daemon = Child(
+                ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{r}.log"
+            ).start()
+            assert daemon.proc is not None
+            sampler = RssSampler(daemon.proc.pid)
+            rate = asyncio.run(
+                measure_rate(bootstrap, f"bench-daemon-{r}", f"scores-{r}", ends, args.records)
+            )
+            result.daemon.append(rate)
+            print(f"[{r}] daemon: {rate:,.0f} records/s", flush=True)
+        assert daemon is not None
+        top = float(np.median(result.daemon))
+        result.phases, window = asyncio.run(
+            latency_phases(
+                bootstrap,
+                topic="in",
+                out=f"scores-{args.repeat - 1}",
+                payloads=payloads,
+                rate=top,
+                seconds=args.phase_seconds,
+                soak=args.soak_seconds,
+            )
+        )
+        for p in result.phases:
+            print(
+                f"load {p['load']:.0%} ({p['offered']:,.0f}/s): p50 {p['p50']:.1f} ms, "
+                f"p95 {p['p95']:.1f} ms, p99 {p['p99']:.1f} ms ({p['received']}/{p['sent']})",
+                flush=True,
+            )
+        daemon.stop()
+        sampler.stop()
+        result.daemon_rss = sampler.peak
+        if window is not None:
+            a, b = window
+            span = b - a
+            early = sampler.between(a + 0.1 * span, a + 0.2 * span)
+            late = sampler.between(b - 0.1 * span, b)
+            if early and late:
+                result.soak_rss = (int(np.median(early)), max(late))
+                result.soak_growth = max(late) / np.median(early) - 1
+    return result, model
+
+
+async def measure_rate(bootstrap: str, group: str, out: str, ends: dict[int, int], n: int) -> float:
+    """records/s from the first output's `scored_at` to the commit of the last record."""
+    done = await tio.wait_committed(bootstrap, group, "in", ends, timeout_s=900)
+    if done is None:
+        raise RuntimeError(f"{group} did not commit {n} records in time")
+    first = await tio.first_scored_at(bootstrap, out)
+    return n / (done - first)
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, float]) -> str:
+    raw, daemon = float(np.median(res.raw)), float(np.median(res.daemon))
+    cmd = "PYTHONPATH=. python -m bench.throughput " + " ".join(sys.argv[1:])
+    lines = [
+        START,
+        "## Throughput",
+        "",
+        "<!-- generated by bench/throughput.py: do not edit by hand -->",
+        f"- command: `{cmd.strip()}`",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}; device `{args.device}`; "
+        f"load average {load[0]:.1f} at start, {load[1]:.1f} at end (shared machine)",
+        f"- data: {args.records:,} synthetic records, 38 sensors, 14 sites, keyed by site over "
+        f"{PARTITIONS} partitions; seed {args.seed}; embedded Tansu broker (memory storage)",
+        f"- model: default architecture ({model}), {args.epochs} training epochs; default "
+        "batching and scoring settings",
+        "",
+        f"| | records/s (median of {args.repeat}) | runs | peak RSS |",
+        "|---|---:|---|---:|",
+        f"| raw pass-through (naive aiokafka loop) | {raw:,.0f} | "
+        f"{', '.join(f'{x:,.0f}' for x in res.raw)} | {mib(res.raw_rss)} |",
+        f"| daemon (`streamvae run`) | {daemon:,.0f} | "
+        f"{', '.join(f'{x:,.0f}' for x in res.daemon)} | {mib(res.daemon_rss)} |",
+        "",
+        f"Daemon / raw: **{daemon / raw:.0%}**.",
+        "",
+        "End-to-end latency (produce time → score read from the output topic), paced load as a "
+        "share of the daemon's measured rate; first second of each phase skipped:",
+        "",
+        "| load | offered records/s | p50 ms | p95 ms | p99 ms | max ms "
+        "| scored_at−ts p50 / p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in res.phases:
+        lines.append(
+            f"| {p['load']:.0%} | {p['offered']:,.0f} | {p['p50']:.1f} | {p['p95']:.1f} | "
+            f"{p['p99']:.1f} | {p['max']:.1f} | {p['scored_p50']:.1f} / {p['scored_p99']:.1f} |"
+        )
+    if res.soak_growth is not None and res.soak_rss is not None:
+        lines += [
+            "",
+            f"Soak: {args.soak_seconds:.0f} s at 90 % load; RSS {mib(res.soak_rss[0])} early → "
+            f"{mib(res.soak_rss[1])} late: growth **{res.soak_growth:+.1%}**.",
+        ]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_results(section: str, path: Path = RESULTS) -> None:
+    """Replace our own section (between the markers) or append it; never touch the rest."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--quick", action="store_true", help="50k records, 4 s phases, 1 run")
+    parser.add_argument("--repeat", type=int, default=3, help="raw/daemon runs (medians)")
+    parser.add_argument("--phase-seconds", type=float, default=10.0)
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.records, args.phase_seconds, args.repeat = min(args.records, 50_000), 4.0, 1
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        res, model = run(args, Path(tmp))
+    section = report(args, res, model, (load0, os.getloadavg()[0]))
+    print(section)
+    if not args.no_write:
+        write_results(section)
+
+
+if __name__ == "__main__":
+    main()
