@@ -23,20 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamvae.batching import BatchPolicy
-from streamvae.errors import StoreError, StreamvaeError
+from streamvae.errors import ConfigError, StoreError, StreamvaeError
 from streamvae.pipeline import (
     Codec,
-    NullMetrics,
     Pipeline,
     PipelineMetrics,
     PipelineSpec,
-    TrainingSink,
 )
 from streamvae.records import DecoderSpec, decode_record, encode_dead_letter, encode_score
 from streamvae.swap import ModelHolder, StoreView
 
 if TYPE_CHECKING:
     from streamvae.config import Settings
+    from streamvae.retrainer import Retrainer
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +51,9 @@ class ShutdownTimeoutError(StreamvaeError):
 class _State:
     """One run: its inputs, and what the health endpoints read."""
 
-    settings: Settings
+    run: _Run
     holder: ModelHolder
-    metrics: PipelineMetrics
-    input_path: str | None
-    output_path: str | None
-    bootstrap: str
-    training: TrainingSink | None
+    instruments: _Instruments
     pipeline: Pipeline | None = None
     connected: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,32 +105,45 @@ def open_store(settings: Settings) -> StoreView:
     return store
 
 
-def make_metrics(settings: Settings) -> tuple[PipelineMetrics, Callable[[], bytes]]:
-    """ServingMetrics on a fresh registry, and the renderer for /metrics."""
-    try:  # TODO(daemon): drop the fallback once obs's metrics.py is in main
-        from streamvae import metrics as instruments
-    except ImportError:
-        return NullMetrics(), lambda: b""
-    # prometheus_client is imported only by streamvae.metrics: take its registry class there
-    registry = instruments.new_registry()
-    render = instruments.render
-    metrics = instruments.ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels)
-    return metrics, lambda: render(registry)
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    serving: PipelineMetrics
+    training: Any  # streamvae.metrics.TrainingMetrics
+    render: Callable[[], bytes]
+
+
+def make_metrics(settings: Settings) -> _Instruments:
+    """Serving and training instruments on one fresh registry, and its /metrics renderer."""
+    from streamvae.metrics import ServingMetrics, TrainingMetrics, new_registry, render
+
+    registry = new_registry()
+    return _Instruments(
+        serving=ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels),
+        training=TrainingMetrics(registry),
+        render=lambda: render(registry),
+    )
+
+
+def initial_features(settings: Settings) -> tuple[str, ...] | None:
+    """Features fixed before any model: [model] features, else (when the daemon may
+    buffer without a model) those of the persisted training buffer."""
+    if settings.model.features:
+        return tuple(settings.model.features)
+    if not settings.service.wait_for_model:
+        from streamvae.retrain_setup import persisted_features
+
+        return persisted_features(Path(settings.retraining.state_dir))
+    return None
 
 
 def run_command(
-    settings: Settings,
-    input_path: str | None = None,
-    output_path: str | None = None,
-    *,
-    training: TrainingSink | None = None,
+    settings: Settings, input_path: str | None = None, output_path: str | None = None
 ) -> int:
     """`streamvae run`: serve until stopped (or until a replayed file ends)."""
     store = open_store(settings)
     broker = None
-    kafka_needed = input_path is None or output_path is None
     bootstrap = settings.kafka.bootstrap_servers
-    if kafka_needed and bootstrap == EMBEDDED:
+    if (input_path is None or output_path is None) and bootstrap == EMBEDDED:
         from streamvae.broker import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
@@ -145,72 +153,81 @@ def run_command(
         bootstrap = broker.bootstrap_servers
         log.info("embedded broker at %s", bootstrap)
     try:
-        return asyncio.run(
-            _main(settings, store, input_path, output_path, bootstrap=bootstrap, training=training)
-        )
+        return asyncio.run(_main(_Run(settings, store, input_path, output_path, bootstrap)))
     finally:
         if broker is not None:
             broker.stop()
 
 
-async def _main(
-    settings: Settings,
-    store: StoreView,
-    input_path: str | None,
-    output_path: str | None,
-    *,
-    bootstrap: str,
-    training: TrainingSink | None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    settings: Settings
+    store: StoreView
+    input_path: str | None
+    output_path: str | None
+    bootstrap: str
+
+
+async def _main(run: _Run) -> int:
+    settings = run.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics, render = make_metrics(settings)
+    instruments = make_metrics(settings)
     holder = ModelHolder(
-        store,
-        metrics,
+        run.store,
+        instruments.serving,
         device=resolve_device(settings.model.device),
-        features=settings.model.features or None,
+        features=initial_features(settings),
         poll_interval_s=settings.store.poll_interval_s,
     )
-    state = _State(settings, holder, metrics, input_path, output_path, bootstrap, training)
+    state = _State(run, holder, instruments)
     await holder.refresh()  # the first look at the store: StoreError here is fatal
-    missed = failed = False
+    code = 0
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(holder.watch(stop))
-            tg.create_task(_http(settings, render, state, stop))
-            tg.create_task(_readiness(state, metrics, stop))
+            tg.create_task(_http(settings, instruments.render, state, stop))
+            tg.create_task(_readiness(state, stop))
             tg.create_task(_deadline(stop, state.finished, settings.service.shutdown_timeout_s))
             tg.create_task(_serve(tg, state, stop))
     except* ShutdownTimeoutError:
         log.error("shutdown deadline of %.1fs missed", settings.service.shutdown_timeout_s)
-        missed = True
+        code = 1
     except* StoreError as group:
         log.error("model store failed: %s", group.exceptions[0])
-        failed = True
-    return 1 if missed or failed else 0
+        code = 1
+    except* ConfigError as group:
+        log.error("configuration error: %s", group.exceptions[0])
+        code = 2
+    return code
 
 
 async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> None:
-    """Wait for a model, connect, run the pipeline loops, disconnect."""
+    """Wait for a model (or buffer without one), connect, run the pipeline, disconnect."""
     try:
-        if not await _first_model(state.holder, stop):
+        if not await _model_or_buffering(state, stop):
             return
         from streamvae.kafka import KafkaSink, KafkaSource, kafka_spec
         from streamvae.replay import FileSink, FileSource
 
-        settings, input_path, output_path = state.settings, state.input_path, state.output_path
-        kspec = kafka_spec(settings.kafka, state.bootstrap)
+        run, settings = state.run, state.run.settings
+        kspec = kafka_spec(settings.kafka, run.bootstrap)
         source: FileSource | KafkaSource = (
-            FileSource(input_path) if input_path else KafkaSource(kspec)
+            FileSource(run.input_path) if run.input_path else KafkaSource(kspec)
         )
-        sink: FileSink | KafkaSink = FileSink(output_path) if output_path else KafkaSink(kspec)
+        sink: FileSink | KafkaSink = (
+            FileSink(run.output_path) if run.output_path else KafkaSink(kspec)
+        )
         try:
             if not await sink.start(stop) or not await source.start(stop):
                 return
             features = state.holder.features or ()
+            # the retrainer is the training sink in every mode (a replay onboards sites too);
+            # `retraining.enabled` decides whether it also runs training passes
+            retrainer = _retrainer(state, features)
+            tg.create_task(retrainer.run(stop), name="retrainer")
             spec = decoder_spec(settings, features)
             codec = Codec(
                 decode=lambda payload, pos: decode_record(payload, spec, pos),
@@ -223,8 +240,8 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
                 state.holder,
                 codec,
                 pipeline_spec(settings),
-                metrics=state.metrics,
-                training=state.training,
+                metrics=state.instruments.serving,
+                training=retrainer,
             )
             if isinstance(source, KafkaSource):
                 source.on_revoke = pipeline.drain
@@ -243,18 +260,37 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
         stop.set()  # a replayed file has ended: let the other tasks go too
 
 
-async def _close(what: str, closing: Coroutine[Any, Any, None]) -> None:
-    try:
-        async with asyncio.timeout(10):
-            await closing
-    except (TimeoutError, OSError, StreamvaeError) as exc:
-        log.warning("closing the %s failed: %s", what, exc)
+def _retrainer(state: _State, features: tuple[str, ...]) -> Retrainer:
+    """The in-daemon retrainer (always the training sink; `retraining.enabled` gates passes)."""
+    from streamvae.retrain_setup import build_retrainer
+
+    holder = state.holder
+
+    async def promoted(version: str) -> None:
+        await holder.refresh()  # serve the new model now, not at the next poll
+
+    return build_retrainer(
+        state.run.settings,
+        features,
+        metrics=state.instruments.training,
+        serving=lambda: holder.current,
+        on_promoted=promoted,
+        publish_statuses=state.instruments.serving.set_site_statuses,
+    )
 
 
-async def _first_model(holder: ModelHolder, stop: asyncio.Event) -> bool:
-    """Wait until a model is loaded (True) or stop is set (False)."""
-    if holder.current is None:
-        log.warning("no model in the store yet: not ready, not consuming until one is promoted")
+async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
+    """True once a model is loaded, or at once when the daemon may buffer without one
+    (`service.wait_for_model = false` and the features are known); False on stop."""
+    holder, settings = state.holder, state.run.settings
+    if holder.current is not None:
+        return True
+    if not settings.service.wait_for_model and not state.run.input_path:
+        if holder.features:
+            log.warning("no model yet: not ready; buffering the stream for the first training")
+            return True
+        log.warning("wait_for_model = false needs [model] features (or a persisted buffer)")
+    log.warning("no model in the store yet: not ready, not consuming until one is promoted")
     waiter = asyncio.ensure_future(holder.ready.wait())
     stopper = asyncio.ensure_future(stop.wait())
     try:
@@ -263,6 +299,14 @@ async def _first_model(holder: ModelHolder, stop: asyncio.Event) -> bool:
         waiter.cancel()
         stopper.cancel()
     return holder.current is not None and not stop.is_set()
+
+
+async def _close(what: str, closing: Coroutine[Any, Any, None]) -> None:
+    try:
+        async with asyncio.timeout(10):
+            await closing
+    except (TimeoutError, OSError, StreamvaeError) as exc:
+        log.warning("closing the %s failed: %s", what, exc)
 
 
 async def _deadline(stop: asyncio.Event, finished: asyncio.Event, timeout_s: float) -> None:
@@ -274,7 +318,8 @@ async def _deadline(stop: asyncio.Event, finished: asyncio.Event, timeout_s: flo
         raise ShutdownTimeoutError(f"still busy {timeout_s}s after the stop signal") from None
 
 
-async def _readiness(state: _State, metrics: PipelineMetrics, stop: asyncio.Event) -> None:
+async def _readiness(state: _State, stop: asyncio.Event) -> None:
+    metrics = state.instruments.serving
     last: bool | None = None
     while not stop.is_set():
         ready = state.ready()
@@ -291,16 +336,18 @@ async def _readiness(state: _State, metrics: PipelineMetrics, stop: asyncio.Even
 async def _http(
     settings: Settings, render: Callable[[], bytes], state: _State, stop: asyncio.Event
 ) -> None:
-    try:  # TODO(daemon): drop the fallback once obs's httpd.py is in main
-        from streamvae.httpd import serve_http
-    except ImportError:
-        log.warning("no HTTP endpoint yet (streamvae.httpd missing)")
-        return
-    await serve_http(
-        settings.metrics.host,
-        settings.metrics.port,
-        metrics=render,
-        live=lambda: True,
-        ready=state.ready,
-        stop=stop,
-    )
+    from streamvae.httpd import serve_http
+
+    try:
+        await serve_http(
+            settings.metrics.host,
+            settings.metrics.port,
+            metrics=render,
+            live=lambda: True,
+            ready=state.ready,
+            stop=stop,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port}: {exc}"
+        ) from exc

@@ -3,7 +3,7 @@
 The only module that imports prometheus_client. Every instrument lives on a registry
 passed in by the composition root; nothing touches the global registry. Callers update
 once per batch (never per record): per-record data arrives as sequences and is folded
-into bucket/site counts with numpy (see `_BulkHistogram`, `_SiteSeries`).
+into bucket/site counts with numpy (`streamvae.metric_state`).
 
 Label cardinality: per-site series carry a `site` label for at most `max_site_labels`
 distinct values, `"__other__"` included. The first `max_site_labels - 1` sites seen get
@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -38,17 +39,19 @@ from streamvae.metric_state import OTHER_SITE, BulkHistogram, SiteTotals
 from streamvae.records import Reason
 from streamvae.report_signals import training_signals
 
+# CollectorRegistry is re-exported: the composition root makes registries without
+# importing prometheus_client itself.
 __all__ = [
-    "CONTENT_TYPE",
     "OTHER_SITE",
+    "CollectorRegistry",
     "ServingMetrics",
     "TrainingMetrics",
+    "new_registry",
     "render",
 ]
 
 PREFIX = "streamvae_"
 SITE_STATUSES = ("active", "warming")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(14))  # 1 … 8192 records
 SCORING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -85,12 +88,8 @@ class _Gauges:
         self.name, self.doc, self.labelnames = name, doc, tuple(labelnames)
         self._values: dict[tuple[str, ...], float] = {}
 
-    def set(self, value: float, *labels: str) -> None:
-        values = dict(self._values)  # copy-on-write: collect() may run in another thread
-        values[labels] = float(value)
-        self._values = values
-
     def replace(self, values: Mapping[tuple[str, ...], float]) -> None:
+        """Swap in a new dict (one assignment: a concurrent collect() sees old or new)."""
         self._values = {key: float(v) for key, v in values.items()}
 
     def describe(self) -> Iterable[Metric]:
@@ -247,14 +246,15 @@ class ServingMetrics:
         scored: int,
         dead_letters: Mapping[str, int],
         scoring_seconds: float,
-        lags_s: Sequence[float],
+        lags_s: Sequence[float] | npt.NDArray[Any],
         sites: Sequence[str],
-        anomalies: Sequence[bool],
-        severities: Sequence[float],
+        anomalies: Sequence[bool] | npt.NDArray[Any],
+        severities: Sequence[float] | npt.NDArray[Any],
         statuses: Sequence[str],
     ) -> None:
         """One scored batch. sites/anomalies/severities/statuses: (scored,); lags_s: (scored,)
-        or empty. Raises ValueError when the per-record sequences disagree in length."""
+        or empty. lags_s, anomalies and severities may be numpy arrays (cheaper than lists:
+        no conversion). Raises ValueError when the per-record sequences disagree in length."""
         n = len(sites)
         if not (n == scored == len(anomalies) == len(severities) == len(statuses)):
             raise ValueError("sites, anomalies, severities and statuses must have `scored` rows")
@@ -419,5 +419,5 @@ def new_registry() -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """The registry in the Prometheus text exposition format (`CONTENT_TYPE`)."""
+    """The registry in the Prometheus text exposition format 0.0.4 (see streamvae.httpd)."""
     return generate_latest(registry)

@@ -3,9 +3,11 @@
 `train_command` reads JSONL/CSV record files, trains a detector on them (all
 records are taken as normal), saves it to a model store and promotes it.
 `score_command` scores files with a stored model and writes one JSON line per
-input record, in input order: a score record, or for a record that cannot be
-scored a line ``{"rejected": true, "reason": …, "detail": …, "source": …,
-"line": …}``. Bad records are never fatal.
+input record, in input order: a score record (`records.encode_score`, the same
+serving rules as the daemon: `outputs.build_scores`), or for a record that
+cannot be scored its dead letter (`records.encode_dead_letter`: reason, detail,
+site, position = {topic: <file>, partition: 0, offset: <line>}, payload). Bad
+records are never fatal.
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import orjson
 
-from streamvae import _filesio
+from streamvae import files
 from streamvae.errors import StoreError, TrainingError
 from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
-from streamvae.records import DecoderSpec, Rejection, SensorRecord
+from streamvae.outputs import build_scores, stack_values
+from streamvae.records import (
+    DeadLetter,
+    DecoderSpec,
+    Rejection,
+    ScoreRecord,
+    SensorRecord,
+    encode_dead_letter,
+    encode_score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +96,7 @@ def train_command(settings: Any, data_paths: Sequence[Path], out_store: Path) ->
 
     if not data_paths:
         raise TrainingError("no data files given")
-    features = tuple(settings.model.features) or _filesio.infer_features(str(data_paths[0]))
+    features = tuple(settings.model.features) or files.infer_features(str(data_paths[0]))
     if not features:
         raise TrainingError(f"{data_paths[0]}: cannot infer feature names")
     spec = _decoder_spec(settings, features)
@@ -94,7 +104,7 @@ def train_command(settings: Any, data_paths: Sequence[Path], out_store: Path) ->
     sites: list[str] = []
     rejected: Counter[str] = Counter()
     for path in data_paths:
-        for item in _filesio.read_records(str(path), spec):
+        for item in files.read_records(str(path), spec):
             if isinstance(item, SensorRecord):
                 values.append(item.values)
                 sites.append(item.site)
@@ -156,7 +166,7 @@ def score_command(model_ref: str, data_paths: Sequence[Path], out: str, device: 
     n_scored = n_bad = 0
     with _open_out(out) as fh:
         for path in data_paths:
-            for chunk in _chunks(_filesio.read_records(str(path), spec), SCORE_BATCH):
+            for chunk in _chunks(files.read_records(str(path), spec), SCORE_BATCH):
                 lines, scored, bad = _score_chunk(det, chunk)
                 fh.write(b"".join(lines))
                 n_scored, n_bad = n_scored + scored, n_bad + bad
@@ -178,58 +188,54 @@ def _chunks(
 
 
 def _score_chunk(det: Any, chunk: list[SensorRecord | Rejection]) -> tuple[list[bytes], int, int]:
+    """Output lines for one chunk, in input order (serving rules of `outputs.build_scores`)."""
     recs = [r for r in chunk if isinstance(r, SensorRecord)]
-    batch = None
+    scored: list[ScoreRecord] = []
+    failed: list[Rejection] = []
     if recs:
-        values = np.asarray([r.values for r in recs], dtype=np.float32)
-        batch = det.score(values, [r.site for r in recs])
+        values = stack_values(recs)
+        rows = build_scores(
+            recs,
+            values,
+            det.score(values, [r.site for r in recs]),
+            features=det.features,
+            model_version=det.version,
+            top=0,
+            scored_at=0.0,
+        )
+        scored, failed = rows.records, rows.rejections
+    fail_of = {id(recs[i]): f for i, f in _failed_rows(recs, failed)}
     lines: list[bytes] = []
-    i = 0
+    it = iter(scored)
     for item in chunk:
         if isinstance(item, SensorRecord):
-            assert batch is not None
-            lines.append(_score_line(det, item, batch, i))
-            i += 1
+            rej = fail_of.get(id(item))
+            lines.append(_reject_line(rej) if rej is not None else encode_score(next(it)) + b"\n")
         else:
             lines.append(_reject_line(item))
-    return lines, len(recs), len(chunk) - len(recs)
+    return lines, len(recs) - len(failed), len(chunk) - len(recs) + len(failed)
 
 
-def _score_line(det: Any, rec: SensorRecord, batch: Any, i: int) -> bytes:
-    score = float(batch.scores[i])
-    thr = float(batch.thresholds[i])
-    known = bool(batch.known[i])
-    pos = rec.position
-    body = {
-        "site": rec.site,
-        "ts": rec.ts,
-        "score": score,
-        "threshold": thr,
-        "anomaly": bool(known and score > thr),
-        "severity": score / thr if thr > 0 and np.isfinite(thr) else 0.0,
-        "contributions": {
-            f: float(c) for f, c in zip(det.features, batch.contributions[i], strict=True)
-        },
-        "model_version": det.version,
-        "status": "active" if known else "warming",
-        "position": (
-            {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset} if pos else None
-        ),
-    }
-    return orjson.dumps(body) + b"\n"
+def _failed_rows(recs: list[SensorRecord], failed: list[Rejection]) -> list[tuple[int, Rejection]]:
+    """Match scoring failures back to record indices (both lists are in input order)."""
+    out: list[tuple[int, Rejection]] = []
+    j = 0
+    for i, r in enumerate(recs):
+        if j < len(failed) and failed[j].position == r.position and failed[j].site == r.site:
+            out.append((i, failed[j]))
+            j += 1
+    return out
 
 
 def _reject_line(rej: Rejection) -> bytes:
-    pos = rej.position
-    body = {
-        "rejected": True,
-        "reason": str(rej.reason),
-        "detail": rej.detail,
-        "source": pos.topic if pos else None,
-        "line": pos.offset if pos else None,
-        "site": rej.site,
-    }
-    return orjson.dumps(body) + b"\n"
+    letter = DeadLetter(
+        reason=rej.reason,
+        detail=rej.detail,
+        payload=rej.payload,
+        position=rej.position,
+        site=rej.site,
+    )
+    return encode_dead_letter(letter) + b"\n"
 
 
 @contextlib.contextmanager

@@ -23,154 +23,49 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from streamvae.batching import BatchPolicy, MicroBatcher
-from streamvae.detector import ScoredBatch
 from streamvae.errors import NotReadyError, TransientError
 from streamvae.outputs import build_scores, record_payload, stack_values
-from streamvae.records import (
-    DeadLetter,
-    Reason,
-    Rejection,
-    ScoreRecord,
-    SensorRecord,
-    SourcePosition,
-    dead_letter_of,
+from streamvae.ports import (
+    Codec,
+    Fetched,
+    Item,
+    ModelView,
+    NullMetrics,
+    Output,
+    PipelineMetrics,
+    Scorer,
+    Sink,
+    Source,
+    TrainingSink,
 )
+from streamvae.records import Reason, Rejection, SensorRecord, dead_letter_of
+
+__all__ = [
+    "Codec",
+    "Fetched",
+    "Item",
+    "ModelView",
+    "NullMetrics",
+    "Output",
+    "Pipeline",
+    "PipelineMetrics",
+    "PipelineSpec",
+    "Scorer",
+    "Sink",
+    "Source",
+    "TrainingSink",
+]
 
 log = logging.getLogger(__name__)
 
-Fetched = tuple[bytes, SourcePosition]  # payload and where it came from
-Output = tuple[bytes | None, bytes]  # key, value
-Item = SensorRecord | Rejection
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
-
-
-class Source(Protocol):
-    """Where records come from (Kafka consumer, file)."""
-
-    @property
-    def exhausted(self) -> bool:
-        """True once no record will ever come again (end of a file)."""
-
-    async def fetch(self, max_records: int, timeout_s: float) -> Sequence[Fetched]:
-        """Up to `max_records` payloads; [] after `timeout_s` without any."""
-
-    def pause(self) -> None: ...
-    def resume(self) -> None: ...
-
-    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Record progress. Raises `TransientError` when it should be retried."""
-
-    def lags(self) -> Mapping[tuple[str, int], int]:
-        """Records behind the end, per (topic, partition)."""
-
-
-class Sink(Protocol):
-    """Where outputs go (Kafka producer, file)."""
-
-    async def send(
-        self, scores: Sequence[Output], dead_letters: Sequence[Output]
-    ) -> Awaitable[None]:
-        """Hand outputs over; the returned awaitable completes once all are acknowledged
-        (and raises if any was not: the caller sends them again)."""
-
-
-class Scorer(Protocol):
-    """What the pipeline needs of a detector (see streamvae.detector)."""
-
-    @property
-    def version(self) -> str: ...
-    @property
-    def features(self) -> tuple[str, ...]: ...
-    def score(self, values: npt.NDArray[np.float32], sites: Sequence[str]) -> ScoredBatch: ...
-
-
-class ModelView(Protocol):
-    """The model serving right now (swapped between batches by streamvae.swap)."""
-
-    @property
-    def current(self) -> Scorer | None: ...
-
-
-class PipelineMetrics(Protocol):
-    """The serving instruments (streamvae.metrics.ServingMetrics implements it)."""
-
-    def batch(
-        self,
-        *,
-        consumed: int,
-        scored: int,
-        dead_letters: Mapping[str, int],
-        scoring_seconds: float,
-        lags_s: Sequence[float],
-        sites: Sequence[str],
-        anomalies: Sequence[bool],
-        severities: Sequence[float],
-        statuses: Sequence[str],
-    ) -> None: ...
-    def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None: ...
-    def set_in_flight(self, records: int) -> None: ...
-    def set_paused(self, paused: bool) -> None: ...
-    def set_model(self, version: str, created_at: float) -> None: ...
-    def model_rejected(self, reason: str) -> None: ...
-    def set_ready(self, ready: bool) -> None: ...
-    def set_site_statuses(self, counts: Mapping[str, int]) -> None: ...
-
-
-class TrainingSink(Protocol):
-    """Receives scored records for retraining (the retrainer's buffer). Cheap; on the loop."""
-
-    def offer(
-        self,
-        sites: Sequence[str],
-        values: npt.NDArray[np.float32],
-        ts: npt.NDArray[np.float64],
-        normal: npt.NDArray[np.bool_],
-    ) -> None: ...
-
-
-class NullMetrics:
-    """Metrics that record nothing (tests, file replay without an HTTP endpoint)."""
-
-    def batch(self, **_: Any) -> None:
-        return None
-
-    def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
-        return None
-
-    def set_in_flight(self, records: int) -> None:
-        return None
-
-    def set_paused(self, paused: bool) -> None:
-        return None
-
-    def set_model(self, version: str, created_at: float) -> None:
-        return None
-
-    def model_rejected(self, reason: str) -> None:
-        return None
-
-    def set_ready(self, ready: bool) -> None:
-        return None
-
-    def set_site_statuses(self, counts: Mapping[str, int]) -> None:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    """Record (de)serialisation, injected so the pipeline stays format-agnostic."""
-
-    decode: Callable[[bytes, SourcePosition], Item]
-    encode_score: Callable[[ScoreRecord], bytes]
-    encode_dead_letter: Callable[[DeadLetter], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +116,7 @@ class Pipeline:
         self._changed = asyncio.Condition()
         self._closed = False
         self.delivered = 0  # records whose outputs were acknowledged and committed
+        self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
 
     @property
@@ -368,8 +264,8 @@ class Pipeline:
         scores: list[Output] = []
         seconds = 0.0
         rows = None
-        if valid and model is None:  # the app only starts intake once a model is loaded
-            raise NotReadyError("pipeline started without a model")
+        if valid and model is None:
+            self._buffer_only(valid)
         if valid and model is not None:
             values = stack_values(valid)
             sites = [r.site for r in valid]
@@ -411,6 +307,18 @@ class Pipeline:
         acked = await self._send(scores, dead)
         self._record(len(batch), rejected, rows, seconds, now)
         return _Delivery(scores, dead, offsets, len(batch), acked)
+
+    def _buffer_only(self, valid: list[SensorRecord]) -> None:
+        """No model yet (`wait_for_model = false`): hand valid records to the training sink
+        for the first training; they get no score record. Without a sink: NotReadyError."""
+        if self._training is None:
+            raise NotReadyError("no model to score with and no training sink to buffer into")
+        if not self._buffered:
+            log.warning("no model yet: buffering valid records for the first training, unscored")
+        self._buffered += len(valid)
+        ts = np.array([r.ts for r in valid], dtype=np.float64)
+        normal = np.ones(len(valid), dtype=np.bool_)
+        self._training.offer([r.site for r in valid], stack_values(valid), ts, normal)
 
     def _record(
         self, consumed: int, rejected: Sequence[Rejection], rows: Any, seconds: float, now: float

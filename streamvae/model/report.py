@@ -2,8 +2,10 @@
 
 Loss spikes: after KL warm-up, epoch t is a spike when its training-loss jump
 d_t = loss_t − loss_{t−1} exceeds `spike_sd` robust standard deviations of the
-earlier jumps (1.4826 · MAD around their median, floored at 1e-3·(1 + |loss_{t−1}|)),
-measured from their median; at least 3 earlier jumps are needed. A spike is
+earlier jumps (1.4826 · MAD around their median),
+measured from their median; the sd is floored at the median absolute jump and at
+1e-3·(1 + |loss_{t−1}|) so a smooth, slowly flattening curve has no spikes; at
+least 3 earlier jumps are needed and the loss must actually rise. A spike is
 unresolved when no later epoch's loss gets back to loss_{t−1}.
 """
 
@@ -35,6 +37,7 @@ class EpochStats:
     precision_q01: float
     precision_q50: float
     precision_q99: float
+    precision_max: float  # 1 / (smallest decoded variance)
     nu_min: float | None  # Student-t degrees of freedom (None: Gaussian decoder)
     nu_q01: float | None
     nu_q50: float | None
@@ -81,8 +84,9 @@ def spike_flags(losses: Sequence[float], k: float, start: int = 0) -> list[bool]
         diffs = np.diff(np.asarray(losses[start:t], dtype=np.float64))
         med = float(np.median(diffs))
         sd = 1.4826 * float(np.median(np.abs(diffs - med)))
-        sd = max(sd, 1e-3 * (1.0 + abs(losses[t - 1])))
-        flags[t] = (losses[t] - losses[t - 1]) - med > k * sd
+        sd = max(sd, float(np.median(np.abs(diffs))), 1e-3 * (1.0 + abs(losses[t - 1])))
+        jump = losses[t] - losses[t - 1]
+        flags[t] = jump > 0 and jump - med > k * sd
     return flags
 
 

@@ -161,6 +161,7 @@ class _Trainer:
                     precision_q01=val["prec"][1],
                     precision_q50=val["prec"][2],
                     precision_q99=val["prec"][3],
+                    precision_max=val["prec"][4],
                     nu_min=val["nu"][0] if val["nu"] else None,
                     nu_q01=val["nu"][1] if val["nu"] else None,
                     nu_q50=val["nu"][2] if val["nu"] else None,
@@ -262,8 +263,9 @@ class _Trainer:
         assert self.disc is not None
         assert self.dopt is not None
         self.vae.eval()
+        finite = torch.isfinite(self.xt).all(dim=1)
         with torch.no_grad():
-            q = self.vae.encode(self.xt, self.st)
+            q = self.vae.encode(self.xt[finite], self.st[finite])
             loc, scale = q.loc.detach(), q.scale.detach()
         self.disc.train()
         last_loss, last_acc = 0.0, 0.0
@@ -273,12 +275,15 @@ class _Trainer:
                 z_pos = loc[idx] + scale[idx] * torch.randn_like(loc[idx])
                 z_neg = torch.randn_like(z_pos)
                 loss, acc = discriminator_loss(self.disc, z_pos, z_neg)
+                if not bool(torch.isfinite(loss)):
+                    continue
                 self.dopt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 self.dopt.step()
                 losses.append(float(loss.detach()))
                 accs.append(float(acc))
-            last_loss, last_acc = float(np.mean(losses)), float(np.mean(accs))
+            if losses:
+                last_loss, last_acc = float(np.mean(losses)), float(np.mean(accs))
         self.disc.eval()
         return last_loss, last_acc
 
@@ -294,7 +299,7 @@ class _Trainer:
             active = int((q.loc.var(0) > 0.01).sum()) if len(self.xv) > 1 else 0
         return {
             "loss": loss,
-            "prec": [float(prec.min()), *quantiles(prec, (0.01, 0.5, 0.99))],
+            "prec": [float(prec.min()), *quantiles(prec, (0.01, 0.5, 0.99)), float(prec.max())],
             "nu": [float(nu.min()), *quantiles(nu, (0.01, 0.5))] if nu is not None else None,
             "active": active,
         }

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,7 @@ def write_config(
         "batching": {"max_records": 64, "max_wait_ms": 10},
         "model": {"device": "cpu"},
         "store": {"path": str(store), "poll_interval_s": 0.2},
+        "retraining": {"enabled": False, "state_dir": str(path.parent / "state")},
         "metrics": {"port": 0},
         "service": {"shutdown_timeout_s": 10.0, "log_level": "INFO"},
     }
@@ -220,6 +223,16 @@ class Daemon:
 
     def wait_ready(self, timeout: float = 40.0) -> None:
         self.wait_log(r"streamvae\.app: ready", timeout)
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        """GET `path` from the daemon's HTTP endpoint (port taken from its log)."""
+        self.wait_log(r"HTTP endpoints on http://[\d.]+:\d+", 30)
+        port = int(re.findall(r"HTTP endpoints on http://[\d.]+:(\d+)", self.text())[-1])
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

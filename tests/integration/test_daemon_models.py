@@ -101,12 +101,65 @@ async def test_no_model_means_not_ready_and_no_consumption(
         assert early == []
         assert "streamvae.app: ready" not in daemon.text()
         assert "streamvae.app: consuming" not in daemon.text()
+        assert (await asyncio.to_thread(daemon.http, "/readyz"))[0] == 503
+        assert (await asyncio.to_thread(daemon.http, "/healthz"))[0] == 200
         store = ModelStore(root)
         store.save(tiny_models["v1"])  # type: ignore[arg-type]
         store.promote("v1")
         await asyncio.to_thread(daemon.wait_ready)
         outputs = await read_outputs(broker.bootstrap_servers, names[1:], len(corpus))
+        assert (await asyncio.to_thread(daemon.http, "/readyz"))[0] == 200
+        status, text = await asyncio.to_thread(daemon.http, "/metrics")
+        assert status == 200
+        assert b"streamvae_ready 1.0" in text
         assert daemon.stop() == 0
     finally:
         daemon.kill()
     assert len({o.source for o in outputs}) == len(corpus)
+
+
+async def test_without_a_model_buffers_then_serves_the_first_trained_model(
+    broker: EmbeddedBroker, topics: Callable[..., str], tmp_path: Path
+) -> None:
+    names = (topics("in", 2), topics("out", 2), topics("dlq", 1))
+    root = store_with(tmp_path / "store", [], None)
+    config = write_config(
+        tmp_path / "c.toml",
+        bootstrap=broker.bootstrap_servers,
+        topics=names,
+        group=f"g-{names[0]}",
+        store=root,
+        service={"wait_for_model": False, "shutdown_timeout_s": 10.0},
+        model={
+            "features": ["a", "b", "c"],
+            "hidden": [16],
+            "discriminator_hidden": [16],
+            "latent_dim": 2,
+            "site_capacity": 8,
+            "importance_samples": 2,
+        },
+        training={"max_epochs": 3, "batch_size": 128},
+        threshold={"min_site_records": 20},
+        retraining={
+            "enabled": True,
+            "min_total_records": 300,
+            "check_interval_s": 0.2,
+            "trigger_cooldown_s": 1.0,
+        },
+    )
+    first = mixed(600, invalid_every=1000)  # all valid: the first training data
+    await produce(broker.bootstrap_servers, names[0], first)
+    daemon = Daemon(config, tmp_path / "d.log").start()
+    try:
+        await asyncio.to_thread(daemon.wait_ready, 90)  # a model was trained and promoted
+        later = mixed(100, start=600)
+        await produce(broker.bootstrap_servers, names[0], later)
+        outputs = await read_outputs(broker.bootstrap_servers, names[1:], len(later))
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    scored = [o for o in outputs if "model_version" in o.value]
+    assert scored
+    assert len({o.value["model_version"] for o in scored}) == 1
+    assert "buffering" in daemon.text()
+    assert len({o.source for o in outputs}) >= len(later)

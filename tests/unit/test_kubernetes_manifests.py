@@ -320,3 +320,17 @@ def test_gpu_overlay_requests_a_gpu() -> None:
     assert container["image"].endswith("-cuda")
     assert "readOnlyRootFilesystem" in container["securityContext"]  # base kept
     assert "nvidia.com/gpu" not in _container(docs, "streamvae-retrainer")["resources"]["limits"]
+
+
+@pytest.mark.parametrize("variant", ["base", "gpu"])
+@pytest.mark.parametrize("name", ["streamvae", "streamvae-retrainer"])
+def test_pod_environment_is_valid_configuration(
+    variant: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ConfigMap plus each pod's STREAMVAE_* env load (unknown keys would be refused)."""
+    docs = base_docs() if variant == "base" else gpu_docs()
+    for key, value in _env(_container(docs, name)).items():
+        if key.startswith("STREAMVAE_"):
+            monkeypatch.setenv(key, value if isinstance(value, str) else "from-the-cluster")
+    monkeypatch.setenv("STREAMVAE_KAFKA__SASL_MECHANISM", "PLAIN")
+    _config(docs, tmp_path)

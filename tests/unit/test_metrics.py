@@ -282,3 +282,12 @@ def test_training_metrics_read_the_model_report(registry: CollectorRegistry) -> 
     assert get("streamvae_training_epochs") == 3
     assert get("streamvae_training_train_records") == 900
     assert get("streamvae_retrain_nonfinite_batches_total") == 2
+
+
+def test_new_registry_is_fresh_each_time() -> None:
+    from streamvae.metrics import new_registry
+
+    a, b = new_registry(), new_registry()
+    ServingMetrics(a)
+    ServingMetrics(b)  # would raise DuplicateTimeseries on a shared registry
+    assert a is not b

@@ -164,3 +164,15 @@ async def test_drain_waits_for_commit() -> None:
         await pipe.drain()
         assert source.committed == {("in", 0): 30}
         stop.set()
+
+
+async def test_without_a_model_valid_records_are_buffered_unscored() -> None:
+    source, sink, training = ListSource([mixed(12, 0)]), ListSink(), RecordingTraining()
+    pipe, holder = make(source, sink, training=training)
+    holder.current = None
+    await run(pipe)
+    assert sink.scores == []
+    assert len(sink.dead) == 3
+    assert sum(len(o[0]) for o in training.offers) == 9
+    assert all(o[3].all() for o in training.offers)
+    assert source.committed == {("in", 0): 12}

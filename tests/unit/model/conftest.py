@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +20,20 @@ class SiteData:
 
 def make_sites(
     rng: np.random.Generator,
+    *,
     n_per_site: int = 300,
     n_sites: int = 3,
     d: int = 6,
     offset: float = 2.0,
+    sample_rng: np.random.Generator | None = None,
 ) -> SiteData:
-    """Sites share a 2-D linear structure and differ by a per-site offset."""
+    """Sites share a 2-D linear structure and differ by a per-site offset.
+
+    The structure comes from `rng`; the samples from `sample_rng` (default: `rng`),
+    so the same `rng` seed with another `sample_rng` gives fresh data of the same law.
+    """
     w = rng.normal(size=(2, d))
+    rng = sample_rng or rng
     xs, ss = [], []
     for i in range(n_sites):
         z = rng.normal(size=(n_per_site, 2))
@@ -44,18 +51,26 @@ TINY_TRAIN = TrainSpec(
 TINY_THRESH = ThresholdSpec(min_site_records=20)
 
 
-def tiny_detector(data: SiteData, version: str = "v1", **model: object) -> Detector:
+def tiny_detector(
+    data: SiteData,
+    version: str = "v1",
+    *,
+    init: Detector | None = None,
+    train_seed: int = 0,
+    **model: object,
+) -> Detector:
     spec = ModelSpec(**{**TINY_MODEL.to_dict(), **model})  # type: ignore[arg-type]
     return train_detector(
         data.values,
         data.sites,
         features=data.features,
         model_spec=spec,
-        train_spec=TINY_TRAIN,
+        train_spec=replace(TINY_TRAIN, seed=train_seed),
         threshold_spec=TINY_THRESH,
         device="cpu",
         version=version,
         created_at=1000.0,
+        init=init,
     )
 
 

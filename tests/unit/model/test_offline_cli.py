@@ -64,12 +64,13 @@ def test_train_score_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert lines[0]["model_version"] == version
     assert set(lines[0]["contributions"]) == {"a", "b", "c"}
     assert lines[0]["status"] == "active"
-    assert lines[1]["rejected"] is True
+    assert "score" not in lines[1]
     assert lines[1]["reason"] == "invalid_json"
+    assert lines[1]["position"]["offset"] == 1
     assert lines[2]["status"] == "warming"
     assert lines[2]["score"] > lines[0]["score"]
     assert lines[3]["site"] == "s1"
-    assert lines[4]["rejected"] is True
+    assert lines[4]["reason"] == "non_finite"
 
     # in-process from here on (a subprocess costs seconds of torch import)
     explicit = tmp_path / "explicit.jsonl"

@@ -1,0 +1,197 @@
+"""Markdown tables and figures for each section of RESULTS.md."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from bench import plots
+from bench.data import TABULAR_NAMES
+from bench.density import DECODERS, DensityResults
+from bench.fewshot import METHODS, FewShotResults
+from bench.metrics import Detection
+from bench.report import Report, fmt, pm
+from bench.smd import SHORT, SmdResults
+
+# dissertation Table 3.2 / data README: (mean, sd) over 10 runs
+PUBLISHED = {
+    "smtp": {"gaussian": (-1.248, 0.404), "student_t": (0.827, 0.105)},
+    "aloi": {"gaussian": (45.418, 5.457), "student_t": (77.022, 0.539)},
+    "thyroid": {"gaussian": (15.519, 4.422), "student_t": (69.543, 0.634)},
+    "breast_cancer": {"gaussian": (-18.668, 3.448), "student_t": (-18.253, 2.629)},
+    "satellite": {"gaussian": (-1.852, 0.370), "student_t": (-1.811, 0.289)},
+}
+
+
+def _mean_sd(v: list[float]) -> tuple[float, float, int]:
+    a = np.asarray(v, dtype=np.float64)
+    ok = a[np.isfinite(a)]
+    if ok.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(ok.mean()), float(ok.std(ddof=1)) if ok.size > 1 else 0.0, int(ok.size)
+
+
+def density(rep: Report, res: DensityResults) -> None:
+    rows = []
+    for name, by_dec in res.loglik.items():
+        cells = [TABULAR_NAMES.get(name, name)]
+        for dec in DECODERS:
+            m, s, k = _mean_sd(by_dec.get(dec, []))
+            n_runs = len(by_dec.get(dec, []))
+            cells.append(pm(m, s) + ("" if k == n_runs else f" ({n_runs - k} failed)"))
+        for dec in DECODERS:
+            cells.append(pm(*PUBLISHED[name][dec]))
+        g, t = (_mean_sd(by_dec.get(d, []))[0] for d in DECODERS)
+        cells.append("yes" if t >= g else "**no**")
+        sp = res.spikes.get(name, {})
+        cells.append(" / ".join(str(sp.get(d, 0)) for d in DECODERS))
+        cells.append(str(res.epochs.get(name, "")))
+        rows.append(cells)
+    rep.table(
+        [
+            "data set",
+            "Gaussian VAE (ours)",
+            "Student-t VAE (ours)",
+            "Gaussian (paper)",
+            "Student-t (paper)",
+            "Student-t ≥ Gaussian",
+            "loss spikes G / t",
+            "max epochs",
+        ],
+        rows,
+    )
+    if res.failures:
+        rep.text(
+            "Runs the product refused to finish (TrainingError):\n\n"
+            + "\n".join(f"- {f}" for f in res.failures)
+        )
+    if res.curves:
+        path = rep.image(
+            "density_loss_curves.png",
+            "Training (solid) and validation (dashed) loss per epoch, first seed",
+        )
+        plots.loss_curves(res.curves, TABULAR_NAMES, path)
+    rep.text(f"Training time, all runs of this section: {res.seconds / 60:.1f} min.")
+
+
+def _mean(d: Mapping[str, Detection], attr: str) -> float:
+    return float(np.mean([getattr(v, attr) for v in d.values()])) if d else float("nan")
+
+
+def smd(rep: Report, res: SmdResults) -> None:
+    methods = list(res.detection)
+    rows = []
+    for mth in methods:
+        d = res.detection[mth]
+        rows.append(
+            [
+                mth,
+                *(fmt(_mean(d, a)) for a in ("auprc", "auroc", "f1", "precision", "recall")),
+                fmt(_mean(d, "best_f1")),
+                f"{res.seconds.get(mth, float('nan')):.0f}",
+            ]
+        )
+    rep.table(
+        [
+            "method",
+            "AUPRC",
+            "AUROC",
+            "F1 (calibrated)",
+            "precision",
+            "recall",
+            "best-F1 on test (upper bound)",
+            "fit + score s",
+        ],
+        rows,
+    )
+    path = rep.image("smd_means.png", "SMD: mean over the machines, per method")
+    plots.method_bars(
+        {
+            k: {m: _mean(res.detection[m], a) for m in methods}
+            for k, a in (("AUPRC", "auprc"), ("AUROC", "auroc"), ("F1 (cal.)", "f1"))
+        },
+        path,
+        "SMD point-wise metrics (mean over machines)",
+    )
+    machines = sorted({m for d in res.detection.values() for m in d})
+    for title, attr in (("AUPRC", "auprc"), ("F1 (calibrated)", "f1"), ("AUROC", "auroc")):
+        rep.text(f"Per machine: {title}")
+        rep.table(
+            ["machine", *(SHORT.get(k, k) for k in methods)],
+            [[m, *(fmt(getattr(res.detection[k][m], attr)) for k in methods)] for m in machines],
+        )
+
+
+def explanations(rep: Report, res: SmdResults) -> None:
+    rows = []
+    for mth, by_m in res.hits.items():
+        pts = sum(h.n_points for h in by_m.values())
+        segs = sum(h.n_segments for h in by_m.values())
+        w = {k: h.n_points / pts for k, h in by_m.items()}
+        ws = {k: h.n_segments / segs for k, h in by_m.items()}
+        rows.append(
+            [
+                mth,
+                fmt(sum(w[k] * h.points for k, h in by_m.items())),
+                fmt(sum(w[k] * h.random_points for k, h in by_m.items())),
+                fmt(sum(ws[k] * h.segments for k, h in by_m.items())),
+                fmt(sum(ws[k] * h.random_segments for k, h in by_m.items())),
+                f"{pts} / {segs}",
+            ]
+        )
+    rep.table(
+        [
+            "contributions from",
+            "hit@3 (points)",
+            "random (points)",
+            "hit@3 (segments)",
+            "random (segments)",
+            "points / segments",
+        ],
+        rows,
+    )
+
+
+def fewshot(rep: Report, res: FewShotResults) -> None:
+    ns = sorted(res.results)
+    means: dict[str, dict[int, float]] = {}
+    for attr, title in (("auprc", "AUPRC"), ("auroc", "AUROC")):
+        rows = []
+        for mth in METHODS:
+            vals = [_mean(res.results[n].get(mth, {}), attr) for n in ns]
+            if attr == "auprc":
+                means[mth] = dict(zip(ns, vals, strict=True))
+            rows.append([mth, *(fmt(v) for v in vals)])
+        rep.text(f"Mean {title} over the held-out machines")
+        rep.table(["method", *(f"n = {n}" for n in ns)], rows)
+    for n in ns:
+        a = means[METHODS[0]][n]
+        f = means[METHODS[-1]][n]
+        best_other = max(means[m][n] for m in METHODS[1:5])
+        rep.text(
+            f"n = {n}: (a) / (f) = {fmt(a / f if f else float('nan'), 2)}; "
+            f"(a) {'beats' if a > best_other else 'does **not** beat'} the best of (b)–(e) "
+            f"({fmt(a)} vs {fmt(best_other)})."
+        )
+    path = rep.image("fewshot_auprc.png", "New-site few-shot: mean AUPRC over held-out machines")
+    plots.fewshot_lines(means, path)
+    for n in ns:
+        machines = sorted({m for d in res.results[n].values() for m in d})
+        rep.text(f"Per held-out machine, n = {n}: AUPRC / AUROC")
+        rep.table(
+            ["machine", *METHODS],
+            [
+                [
+                    m,
+                    *(
+                        f"{fmt(res.results[n][k][m].auprc)} / {fmt(res.results[n][k][m].auroc)}"
+                        if m in res.results[n].get(k, {})
+                        else "–"
+                        for k in METHODS
+                    ),
+                ]
+                for m in machines
+            ],
+        )
+    rep.text(f"Training time, all runs of this section: {res.seconds / 60:.1f} min.")

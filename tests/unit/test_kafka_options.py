@@ -1,0 +1,66 @@
+"""[kafka] settings → client options: security passthrough, password file, embedded."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from streamvae.config import load_settings
+from streamvae.kafka import client_options, kafka_spec
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({}, {"security_protocol": "PLAINTEXT"}),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "u",
+                "sasl_password": "p",
+            },
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": "u",
+                "sasl_plain_password": "p",
+            },
+        ),
+    ],
+)
+def test_security_options(section: dict[str, str], expected: dict[str, str]) -> None:
+    opts = client_options(kafka_spec(load_settings(None, kafka=section).kafka))
+    for key, value in expected.items():
+        assert opts[key] == value
+    if not section:
+        assert "sasl_mechanism" not in opts
+        assert "ssl_context" not in opts
+
+
+def test_ssl_context_and_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    settings = load_settings(
+        None,
+        kafka={
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": "u",
+            "sasl_password_file": str(secret),
+        },
+    )
+    opts = client_options(kafka_spec(settings.kafka))
+    assert isinstance(opts["ssl_context"], ssl.SSLContext)
+    assert opts["sasl_plain_password"] == "from-file"
+
+
+def test_bootstrap_override_and_timeouts() -> None:
+    settings = load_settings(
+        None, kafka={"bootstrap_servers": "embedded", "request_timeout_ms": 1234}
+    )
+    spec = kafka_spec(settings.kafka, "127.0.0.1:9999")
+    assert spec.bootstrap_servers == "127.0.0.1:9999"
+    assert client_options(spec)["request_timeout_ms"] == 1234
