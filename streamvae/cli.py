@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="log lines instead of the live view")
     p.add_argument("--workdir", default=None, help="default: a temporary directory")
     p.add_argument("--plot", default=None, help="write a PNG timeline here")
+    p.add_argument(
+        "--offline", action="store_true", help="no broker: simulated time, scored in-process"
+    )
     return parser
 
 

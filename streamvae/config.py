@@ -123,6 +123,9 @@ class ModelSettings(_Section):
         default=256, gt=1, description="Reserved site slots; new sites need no shape change."
     )
     importance_samples: int = Field(default=8, gt=0, description="K for scoring.")
+    loglik_samples: int = Field(
+        default=32, gt=0, description="K for held-out log-likelihood (retraining gate)."
+    )
     scale_floor: float = Field(default=0.01, gt=0)
 
     @model_validator(mode="after")

@@ -124,7 +124,8 @@ class LiveConsole:
 
 
 class LogConsole:
-    """One line per event and per alert; a status line every `every_s` seconds."""
+    """One line per event, alerts (at most one per site per `alert_every_s`), and a status
+    line every `every_s` seconds."""
 
     def __init__(
         self,
@@ -132,13 +133,14 @@ class LogConsole:
         *,
         every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        max_alerts_per_show: int = 3,
+        alert_every_s: float = 3.0,
     ) -> None:
         self._stream, self._every, self._clock = stream, every_s, clock
         self._next = 0.0
         self._seen: set[tuple[str, float]] = set()
         self._events: set[RetrainEvent] = set()
-        self._max_alerts = max_alerts_per_show
+        self._alert_every = alert_every_s
+        self._last_alert: dict[str, float] = {}
         self._header = ""
 
     def set_header(self, header: str) -> None:
@@ -157,9 +159,12 @@ class LogConsole:
                 self._events.add(event)
                 self._write("model " + describe_retrain(event))
         fresh = [a for a in snapshot.alerts if (a.site, a.ts) not in self._seen]
-        for alert in reversed(fresh[: self._max_alerts]):
-            self._write("alert " + describe_alert(alert))
-        self._seen.update((a.site, a.ts) for a in fresh)
+        for alert in reversed(fresh):
+            # one line per site every `alert_every_s`: an episode is one line, not fifty
+            if self._clock() - self._last_alert.get(alert.site, -1e9) >= self._alert_every:
+                self._last_alert[alert.site] = self._clock()
+                self._write("alert " + describe_alert(alert))
+        self._seen = {(a.site, a.ts) for a in snapshot.alerts}
         if self._clock() < self._next:
             return
         self._next = self._clock() + self._every

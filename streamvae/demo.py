@@ -136,10 +136,14 @@ def demo_command(args: argparse.Namespace) -> int:
         root = workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         try:
-            summary, timeline = run_offline(plan, console, make_trainer(plan))
+            if getattr(args, "offline", False):
+                summary, timeline = run_offline(plan, console, make_trainer(plan))
+            else:
+                from streamvae.demo_live import run_live
+
+                summary, timeline = run_live(plan, console, root)
         except KeyboardInterrupt:
-            console.close()
-            print("\ninterrupted; stopped cleanly", file=sys.stderr)
+            print("\ninterrupted; stopped", file=sys.stderr)
             return 130
         finally:
             console.close()
@@ -222,15 +226,10 @@ class TimelinePoint:
 
 def make_trainer(plan: DemoPlan) -> Trainer | None:
     """`train_detector` with the demo's settings, or None while the model is not built."""
-    # until the model lands in main these may be missing: look them up dynamically
-    import importlib
-
-    train_detector = getattr(importlib.import_module("streamvae.detector"), "train_detector", None)
     try:
-        specs_from_settings = importlib.import_module("streamvae.offline").specs_from_settings
-    except (ImportError, AttributeError):
-        return None
-    if train_detector is None:
+        from streamvae.detector import train_detector
+        from streamvae.offline import specs_from_settings
+    except ImportError:  # a partial build: the demo still shows the data
         return None
     from streamvae.config import load_settings
 
@@ -403,6 +402,15 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         f"{_fmt(summary.get('false_positive_rate')).strip()}   alerts whose top-3 sensors "
         f"include a blamed one: {_fmt(summary.get('blame_top3')).strip()}\n"
     )
+    if "latency_s" in summary:
+        lat = summary["latency_s"]
+        w(
+            f"end-to-end latency (event time to score read back): p50 {lat['p50']} s, "
+            f"p95 {lat['p95']} s\n"
+        )
+    if "broker" in summary:
+        stopped = "stopped" if summary.get("broker_stopped") else "STILL RUNNING"
+        w(f"metrics were at {summary.get('metrics_url')}; broker {summary['broker']} {stopped}\n")
     w("models:\n")
     for e in summary["retrains"]:
         sites = f" sites {', '.join(e['sites'])}" if e.get("sites") else ""

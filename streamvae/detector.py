@@ -17,7 +17,8 @@ CONTRACT (used by pipeline, retrainer, CLI, bench):
         runs torch under inference_mode on the detector's device; call it from a
         worker thread, never on the event loop. Unknown sites are scored through
         the pooled slot (index 0) and come back with known[i] = False.
-    detector.loglik(values, sites) -> (B,) float64 = −scores (held-out log-likelihood)
+    detector.loglik(values, sites) -> (B,) float64: held-out log-likelihood
+        (−score computed with K = model_spec.loglik_samples)
     train_detector(values, sites, *, features, model_spec, train_spec, threshold_spec,
                    device, version, init=None) -> Detector
 
@@ -95,6 +96,7 @@ class Detector:
     device: torch.device
     data_summary: Mapping[str, Any] = field(default_factory=dict)
     _eps: torch.Tensor = field(init=False, repr=False)
+    _eps_loglik: torch.Tensor = field(init=False, repr=False)
     _staging: HostStaging = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +111,10 @@ class Detector:
             self.model_spec.importance_samples, self.model_spec.latent_dim, self.device
         )
         object.__setattr__(self, "_eps", eps)
+        eps_ll = scoring_noise(
+            self.model_spec.loglik_samples, self.model_spec.latent_dim, self.device
+        )
+        object.__setattr__(self, "_eps_loglik", eps_ll)
         object.__setattr__(self, "_staging", HostStaging(self.device))
 
     def slots_of(self, sites: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
@@ -118,7 +124,15 @@ class Detector:
         return slots, slots > 0
 
     def score(self, values: npt.NDArray[np.floating[Any]], sites: Sequence[str]) -> ScoredBatch:
-        """values: (B, D) raw sensor values in `features` order; sites: B names."""
+        """values: (B, D) raw sensor values in `features` order; sites: B names.
+
+        Uses K = `model_spec.importance_samples`.
+        """
+        return self._score(values, sites, self._eps)
+
+    def _score(
+        self, values: npt.NDArray[np.floating[Any]], sites: Sequence[str], eps: torch.Tensor
+    ) -> ScoredBatch:
         values = np.asarray(values)
         if values.ndim != 2 or values.shape[1] != len(self.features):
             raise ValueError(f"values must be (B, {len(self.features)}), got {values.shape}")
@@ -135,7 +149,7 @@ class Detector:
                 b = min(a + chunk, len(x))
                 xt = self._staging.to_device(x[a:b])
                 st = self._staging.to_device(slots[a:b])
-                r = importance_score(self.vae, self.disc, xt, st, self._eps)
+                r = importance_score(self.vae, self.disc, xt, st, eps)
                 # one device→host copy per chunk instead of three (one sync on a GPU)
                 out = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
                 host = out.cpu().numpy()
@@ -155,8 +169,12 @@ class Detector:
     def loglik(
         self, values: npt.NDArray[np.floating[Any]], sites: Sequence[str]
     ) -> npt.NDArray[np.float64]:
-        """(B,) held-out log-likelihood estimates log p(x|s) (= −score)."""
-        return -self.score(values, sites).scores
+        """(B,) held-out log-likelihood estimates log p(x|s) in standardized units.
+
+        −score with K = `model_spec.loglik_samples` (more samples than streaming
+        scores use: for the retraining gate, not for the hot path).
+        """
+        return -self._score(values, sites, self._eps_loglik).scores
 
     def state_dicts(self) -> dict[str, torch.Tensor]:
         """All weights, flat: "vae.*" and "disc.*" (CPU, contiguous)."""

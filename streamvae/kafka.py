@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Output = tuple[bytes | None, bytes]
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a repeated log message (same logger, level and template) through once per
+    `window_s` and counts the rest: during an outage aiokafka logs the same connection
+    error several times a second."""
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._last: dict[tuple[str, int, str], float] = {}
+        self._suppressed: dict[tuple[str, int, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._window_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        if len(self._last) > 1000:  # bounded: forget the oldest half
+            for old in sorted(self._last, key=self._last.__getitem__)[:500]:
+                del self._last[old]
+                self._suppressed.pop(old, None)
+        repeats = self._suppressed.pop(key, 0)
+        if repeats:
+            record.msg = f"{record.msg} [repeated {repeats}x in the last {self._window_s:.0f}s]"
+        return True
+
+
+_THROTTLE = RepeatFilter()
+
+
+def throttle_client_logs() -> None:
+    """Attach the shared RepeatFilter to every aiokafka logger (idempotent)."""
+    for name in [n for n in logging.Logger.manager.loggerDict if n.startswith("aiokafka")]:
+        logger = logging.getLogger(name)
+        if _THROTTLE not in logger.filters:
+            logger.addFilter(_THROTTLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +149,7 @@ async def start_with_retry(
 ) -> Any | None:
     """Create and start a client, retrying with exponential backoff until it starts
     (returns it) or `stop` is set (returns None)."""
+    throttle_client_logs()
     delay = spec.backoff_initial_s
     while not stop.is_set():
         client = factory()
@@ -277,6 +320,16 @@ class KafkaSink:
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
+
+    async def reachable(self, timeout_s: float = 5.0) -> bool:
+        """True if a metadata request to the cluster succeeds within `timeout_s`."""
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bool(await self._producer.client.force_metadata_update())
+        except (KafkaError, OSError, TimeoutError):
+            return False
 
     async def send(
         self, scores: Sequence[Output], dead_letters: Sequence[Output]

@@ -54,6 +54,7 @@ def specs_from_settings(settings: Any) -> tuple[ModelSpec, TrainSpec, ThresholdS
         site_embedding_dim=m.site_embedding_dim,
         site_capacity=m.site_capacity,
         importance_samples=m.importance_samples,
+        loglik_samples=m.loglik_samples,
         scale_floor=m.scale_floor,
     )
     train = TrainSpec(

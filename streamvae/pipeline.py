@@ -31,7 +31,7 @@ import numpy as np
 
 from streamvae.batching import BatchPolicy, MicroBatcher
 from streamvae.errors import NotReadyError, TransientError
-from streamvae.outputs import build_scores, record_payload, stack_values
+from streamvae.outputs import ScoredRows, build_scores, record_payload, stack_values
 from streamvae.ports import (
     Codec,
     Fetched,
@@ -154,9 +154,8 @@ class Pipeline:
                     await self._back_off(stop)
                     continue
                 due = self._batcher.timeout()
-                fetched = await source.fetch(
-                    spec.max_in_flight - self._in_flight, idle_wait if due is None else due
-                )
+                room = min(spec.max_in_flight - self._in_flight, spec.policy.max_records)
+                fetched = await source.fetch(room, idle_wait if due is None else due)
                 if fetched:
                     items = [decode(payload, pos) for payload, pos in fetched]
                     self._in_flight += len(items)
@@ -267,37 +266,8 @@ class Pipeline:
         if valid and model is None:
             self._buffer_only(valid)
         if valid and model is not None:
-            values = stack_values(valid)
-            sites = [r.site for r in valid]
-            started = self._clock()
-            try:
-                scored = await asyncio.to_thread(model.score, values, sites)
-            except Exception as exc:  # a model bug must not stop the stream: dead-letter it
-                log.exception("scoring a batch of %d records failed", len(valid))
-                rejected.extend(
-                    Rejection(
-                        Reason.SCORING_FAILED,
-                        f"{type(exc).__name__}: {exc}"[:500],
-                        record_payload(r, model.features),
-                        r.position,
-                        r.site,
-                    )
-                    for r in valid
-                )
-            else:
-                seconds = self._clock() - started
-                rows = build_scores(
-                    valid,
-                    values,
-                    scored,
-                    features=model.features,
-                    model_version=model.version,
-                    top=self._spec.top_contributions,
-                    scored_at=self._wall(),
-                )
-                rejected.extend(rows.rejections)
-                encode = self._codec.encode_score
-                scores = [(r.site.encode(), encode(r)) for r in rows.records]
+            rows, scores, failed, seconds = await asyncio.to_thread(self._score_sync, model, valid)
+            rejected.extend(failed)
         now = self._wall()
         encode_dl = self._codec.encode_dead_letter
         dead = [
@@ -307,6 +277,44 @@ class Pipeline:
         acked = await self._send(scores, dead)
         self._record(len(batch), rejected, rows, seconds, now)
         return _Delivery(scores, dead, offsets, len(batch), acked)
+
+    def _score_sync(
+        self, model: Scorer, valid: list[SensorRecord]
+    ) -> tuple[ScoredRows | None, list[Output], list[Rejection], float]:
+        """Worker thread: score, build and encode the score records of one batch.
+
+        Returns (rows, encoded scores, rejections, seconds spent in `model.score`)."""
+        values = stack_values(valid)
+        started = self._clock()
+        try:
+            scored = model.score(values, [r.site for r in valid])
+        except Exception as exc:  # a model bug must not stop the stream: dead-letter it
+            log.exception("scoring a batch of %d records failed", len(valid))
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            failed = [
+                Rejection(
+                    Reason.SCORING_FAILED,
+                    detail,
+                    record_payload(r, model.features),
+                    r.position,
+                    r.site,
+                )
+                for r in valid
+            ]
+            return None, [], failed, 0.0
+        seconds = self._clock() - started
+        rows = build_scores(
+            valid,
+            values,
+            scored,
+            features=model.features,
+            model_version=model.version,
+            top=self._spec.top_contributions,
+            scored_at=self._wall(),
+        )
+        encode = self._codec.encode_score
+        scores: list[Output] = [(r.site.encode(), encode(r)) for r in rows.records]
+        return rows, scores, rows.rejections, seconds
 
     def _buffer_only(self, valid: list[SensorRecord]) -> None:
         """No model yet (`wait_for_model = false`): hand valid records to the training sink
@@ -321,7 +329,12 @@ class Pipeline:
         self._training.offer([r.site for r in valid], stack_values(valid), ts, normal)
 
     def _record(
-        self, consumed: int, rejected: Sequence[Rejection], rows: Any, seconds: float, now: float
+        self,
+        consumed: int,
+        rejected: Sequence[Rejection],
+        rows: ScoredRows | None,
+        seconds: float,
+        now: float,
     ) -> None:
         reasons = collections.Counter(str(r.reason) for r in rejected)
         if rows is None:

@@ -178,7 +178,8 @@ class Retrainer:
         self._serving_version: str | None = None
         self._on_promoted = on_promoted
         self._publish_statuses = publish_statuses
-        self._last_pass = clock()
+        self._last_pass = clock()  # start counts as a pass for the cooldown and interval
+        self._passes = 0
         self._last_persist = clock()
         self._persisted_version = buffer.version
         self._handle = ChildHandle()
@@ -215,7 +216,8 @@ class Retrainer:
             return None
         since = self._clock() - self._last_pass
         triggers = self.tracker.triggers(counts)
-        if triggers and since >= self.spec.trigger_cooldown_s:
+        first_model = bool(triggers) and triggers[0].kind == "initial" and self._passes == 0
+        if triggers and (since >= self.spec.trigger_cooldown_s or first_model):
             return "; ".join(
                 f"{t.kind}" + (f" {t.site}" if t.site else "") + f" ({t.detail})"
                 for t in triggers[:5]
@@ -285,6 +287,7 @@ class Retrainer:
             result = await in_daemon_thread(lambda: self._run(job))
         finally:
             self.running = False
+            self._passes += 1
             self._last_pass = self._clock()
         self.tracker.clear_drift()
         self.last_result = result

@@ -131,7 +131,7 @@ class Scoreboard:
     new_site: str | None = None
     window_s: float = 5.0
     keep_alerts: int = 6
-    started: float | None = None
+    started: float = 0.0  # `now` at the start of the run
     records: int = 0
     model_version: str = "-"
     tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
@@ -146,8 +146,6 @@ class Scoreboard:
 
     def add(self, outcome: Outcome, label: Label, now: float) -> None:
         """Count one scored record whose ground truth is `label`."""
-        if self.started is None:
-            self.started = now
         self.records += 1
         self.model_version = outcome.model_version
         site, active = outcome.site, outcome.status == "active"
@@ -177,7 +175,7 @@ class Scoreboard:
         self.retrains.append(event)
 
     def snapshot(self, now: float) -> Snapshot:
-        elapsed = now - self.started if self.started is not None else 0.0
+        elapsed = now - self.started
         span = min(self.window_s, max(elapsed, 1.0))
         rates = {s: 0.0 for s in self.sites}
         for _, site in self._recent:

@@ -8,15 +8,16 @@ Layout of the state directory::
     *.discarded                 a corrupt or mismatched file moved aside for inspection
 
 `buffer-<sha16>.npz` holds the arrays of `streamvae.buffer.BufferState`:
-`values` float32 (N, D), `ts` float64 (N,), `keys` float64 (N,), `site_index`
-int64 (N,), `seen` int64 (S,), `sites` fixed-width unicode (S,). It is written
+`values` float32 (N, D), `ts` float64 (N,), `keys` float64 (N,), `priority`
+float64 (N,), `site_index` int64 (N,), `seen` int64 (S,), `sites` fixed-width
+unicode (S,). It is written
 with `numpy.savez` and read with `allow_pickle=False`.
 
 `buffer.json` (UTF-8 JSON)::
 
     {"format": "streamvae-buffer", "format_version": 1, "file": "buffer-<sha16>.npz",
      "sha256": "<hex of the .npz bytes>", "features": [...], "dim": D,
-     "records": N, "sites": S, "level": L, "written_at": <epoch s>}
+     "records": N, "sites": S, "written_at": <epoch s>}
 
 Writes are atomic: the .npz goes to a temporary file, is fsynced and renamed,
 then the manifest is replaced the same way (os.replace) and the directory is
@@ -52,7 +53,7 @@ FORMAT = "streamvae-buffer"
 FORMAT_VERSION = 1
 MANIFEST = "buffer.json"
 SITES = "sites.json"
-_ARRAYS = ("values", "ts", "keys", "site_index", "seen", "sites")
+_ARRAYS = ("values", "ts", "keys", "priority", "site_index", "seen", "sites")
 
 
 class CorruptStateError(ValueError):
@@ -94,6 +95,7 @@ def save_buffer(
         values=state.values.astype(np.float32, copy=False),
         ts=state.ts.astype(np.float64, copy=False),
         keys=state.keys.astype(np.float64, copy=False),
+        priority=state.priority.astype(np.float64, copy=False),
         site_index=state.site_index.astype(np.int64, copy=False),
         seen=state.seen.astype(np.int64, copy=False),
         sites=np.array(state.sites, dtype=np.str_) if state.sites else np.array([], "U1"),
@@ -111,7 +113,6 @@ def save_buffer(
         "dim": state.dim,
         "records": len(state.ts),
         "sites": len(state.sites),
-        "level": state.level,
         "written_at": time.time() if now is None else now,
     }
     manifest_path = state_dir / MANIFEST
@@ -177,13 +178,15 @@ def _read_arrays(path: Path, manifest: Mapping[str, Any], features: Sequence[str
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptStateError(f"unreadable arrays: {exc}") from exc
     dim = len(features)
-    values, ts, keys = arrays["values"], arrays["ts"], arrays["keys"]
+    values, ts, keys, prio = arrays["values"], arrays["ts"], arrays["keys"], arrays["priority"]
     index, seen, sites = arrays["site_index"], arrays["seen"], arrays["sites"]
     n = len(ts)
     ok = (
         values.dtype == np.float32
         and values.shape == (n, dim)
         and keys.shape == (n,)
+        and prio.shape == (n,)
+        and bool(np.isfinite(prio).all())
         and index.shape == (n,)
         and seen.shape == sites.shape
         and sites.dtype.kind == "U"
@@ -195,7 +198,6 @@ def _read_arrays(path: Path, manifest: Mapping[str, Any], features: Sequence[str
     )
     if not ok:
         raise CorruptStateError("arrays have inconsistent shapes, types or values")
-    level = manifest.get("level", -1)
     return BufferState(
         dim=dim,
         sites=tuple(str(s) for s in sites.tolist()),
@@ -204,7 +206,7 @@ def _read_arrays(path: Path, manifest: Mapping[str, Any], features: Sequence[str
         values=values,
         ts=ts.astype(np.float64),
         keys=keys.astype(np.float64),
-        level=int(level) if isinstance(level, int) else -1,
+        priority=prio.astype(np.float64),
     )
 
 

@@ -16,7 +16,12 @@ PriorKind = Literal["optimal", "standard"]
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """Architecture and scoring parameters."""
+    """Architecture and scoring parameters.
+
+    `importance_samples` is K for streaming scores (`Detector.score`);
+    `loglik_samples` is K for `Detector.loglik` (held-out log-likelihood for the
+    retraining gate), where accuracy matters more than speed.
+    """
 
     decoder: DecoderKind = "student_t"
     prior: PriorKind = "optimal"
@@ -27,6 +32,7 @@ class ModelSpec:
     site_embedding_dim: int = 8
     site_capacity: int = 256
     importance_samples: int = 8
+    loglik_samples: int = 32
     scale_floor: float = 0.01
     encoder_dropout: float = 0.1
     discriminator_dropout: float = 0.5
@@ -40,8 +46,10 @@ class ModelSpec:
             raise ValueError(f"unknown decoder {self.decoder!r}")
         if self.prior not in ("optimal", "standard"):
             raise ValueError(f"unknown prior {self.prior!r}")
-        if self.latent_dim <= 0 or self.importance_samples <= 0 or self.site_capacity < 2:
-            raise ValueError("latent_dim, importance_samples > 0 and site_capacity >= 2 required")
+        if min(self.latent_dim, self.importance_samples, self.loglik_samples) <= 0:
+            raise ValueError("latent_dim, importance_samples and loglik_samples must be > 0")
+        if self.site_capacity < 2:
+            raise ValueError("site_capacity >= 2 required")
         if not self.hidden or min(self.hidden) <= 0:
             raise ValueError("hidden must be non-empty positive sizes")
 
@@ -49,6 +57,7 @@ class ModelSpec:
         """The fields that determine tensor shapes (everything but scoring K)."""
         d = self.to_dict()
         d.pop("importance_samples")
+        d.pop("loglik_samples")
         d.pop("scale_floor")
         d.pop("encoder_dropout")
         d.pop("discriminator_dropout")

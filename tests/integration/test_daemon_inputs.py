@@ -220,3 +220,40 @@ async def test_produce_command_publishes_csv_keyed_by_site(
         assert orjson.loads(value)["site"].encode() == key
         partition_of.setdefault(key, set()).add(partition)
     assert all(len(parts) == 1 for parts in partition_of.values())  # a site stays on one partition
+
+
+async def test_broker_outage_mid_run_means_not_ready_then_recovers(
+    tiny_models: dict[str, object], tmp_path: Path
+) -> None:
+    names = ("in-mid", "out-mid", "dlq-mid")
+    store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as flaky:
+        for name, parts in zip(names, (2, 2, 1), strict=True):
+            flaky.create_topic(name, parts)
+        config = write_config(
+            tmp_path / "c.toml",
+            bootstrap=flaky.bootstrap_servers,
+            topics=names,
+            group="g-mid",
+            store=store,
+        )
+        daemon = Daemon(config, tmp_path / "d.log").start()
+        try:
+            await asyncio.to_thread(daemon.wait_ready)
+            flaky.stop()
+            await asyncio.to_thread(daemon.wait_log, r"broker unreachable", 30)
+            assert (await asyncio.to_thread(daemon.http, "/readyz"))[0] == 503
+            flaky.start()  # same port, empty storage
+            for name, parts in zip(names, (2, 2, 1), strict=True):
+                with contextlib.suppress(TransientError):
+                    flaky.create_topic(name, parts)
+            corpus = mixed(200)
+            await produce(flaky.bootstrap_servers, names[0], corpus)
+            await asyncio.to_thread(daemon.wait_log, r"broker reachable again", 30)
+            outputs = await read_outputs(flaky.bootstrap_servers, names[1:], len(corpus))
+            assert daemon.proc is not None
+            assert daemon.proc.poll() is None
+            assert daemon.stop() == 0
+        finally:
+            daemon.kill()
+    assert len({o.source for o in outputs}) == len(corpus)

@@ -49,7 +49,7 @@ async def test_hot_swap_mid_stream_and_corrupt_artifact_rejected(
         feeding = asyncio.create_task(
             trickle(broker.bootstrap_servers, names[0], corpus, chunk=100, pause=0.05)
         )
-        await asyncio.sleep(0.5)
+        await read_outputs(broker.bootstrap_servers, names[1:], 50, settle=0.0)  # v1 serves
         store.save(tiny_models["v2"])  # type: ignore[arg-type]
         store.promote("v2")
         await asyncio.to_thread(daemon.wait_log, r"serving model v2", 10)

@@ -66,7 +66,7 @@ async def test_kill9_then_restart_loses_nothing(
         feeding = asyncio.create_task(
             trickle(broker.bootstrap_servers, names[0], corpus, chunk=150, pause=0.05)
         )
-        await asyncio.sleep(0.6)  # mid-stream
+        await read_outputs(broker.bootstrap_servers, names[1:], 100, settle=0.0)  # mid-stream
         first.kill()  # SIGKILL: no drain, no commit
         second.start()
         await feeding

@@ -64,3 +64,25 @@ def test_bootstrap_override_and_timeouts() -> None:
     spec = kafka_spec(settings.kafka, "127.0.0.1:9999")
     assert spec.bootstrap_servers == "127.0.0.1:9999"
     assert client_options(spec)["request_timeout_ms"] == 1234
+
+
+def test_repeat_filter_lets_one_message_per_window_through() -> None:
+    import logging
+
+    from streamvae.kafka import RepeatFilter
+    from tests.conftest import FakeClock
+
+    clock = FakeClock()
+    flt = RepeatFilter(window_s=10.0, clock=clock)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, (), None)
+
+    assert flt.filter(record("Unable connect to node %s"))
+    assert not flt.filter(record("Unable connect to node %s"))
+    assert not flt.filter(record("Unable connect to node %s"))
+    assert flt.filter(record("another message"))
+    clock.advance(10.0)
+    again = record("Unable connect to node %s")
+    assert flt.filter(again)
+    assert "repeated 2x" in str(again.msg)

@@ -243,7 +243,8 @@ def _epoch(epoch: int, **kw: Any) -> Any:
         "epoch": epoch, "beta": 1.0, "loss": 5.0 - epoch, "reconstruction": 4.0 - epoch,
         "kl": 1.0, "expected_t": 0.1, "val_loss": 6.0 - epoch, "grad_norm": 2.0,
         "grad_norm_max": 9.0, "nan_batches": 1, "spike": False, "precision_min": 0.02,
-        "precision_q01": 0.1, "precision_q50": 1.0, "precision_q99": 30.0, "nu_min": 2.2,
+        "precision_q01": 0.1, "precision_q50": 1.0, "precision_q99": 30.0, "precision_max": 50.0,
+        "nu_min": 2.2,
         "nu_q01": 2.5, "nu_q50": 8.0, "disc_loss": 0.6, "disc_accuracy": 0.7,
         "active_units": 5, "wall_s": 0.5,
     }  # fmt: skip

@@ -45,9 +45,13 @@ def test_score_is_batch_independent(detector: Detector, site_data: SiteData) -> 
     np.testing.assert_allclose(whole, parts, rtol=1e-5, atol=1e-5)
 
 
-def test_loglik_is_minus_score(detector: Detector, site_data: SiteData) -> None:
+def test_loglik_is_minus_score_with_loglik_samples(detector: Detector, site_data: SiteData) -> None:
+    from dataclasses import replace
+
     x, s = site_data.values[:10], site_data.sites[:10]
-    np.testing.assert_allclose(detector.loglik(x, s), -detector.score(x, s).scores)
+    k = detector.model_spec.loglik_samples
+    same_k = replace(detector, model_spec=replace(detector.model_spec, importance_samples=k))
+    np.testing.assert_allclose(detector.loglik(x, s), -same_k.score(x, s).scores)
 
 
 def test_empty_batch(detector: Detector) -> None:
