@@ -244,11 +244,51 @@ def cpu_model() -> str:
 class Run:
     raw: list[float] = field(default_factory=list)
     daemon: list[float] = field(default_factory=list)
+    variants: dict[str, list[float]] = field(default_factory=dict)
     raw_rss: int = 0
     daemon_rss: int = 0
     phases: list[dict[str, float]] = field(default_factory=list)
     soak_growth: float | None = None
     soak_rss: tuple[int, int] | None = None
+
+
+def variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """`--compare NAME=VALUE[,NAME=VALUE]` → (label, environment overrides for the daemon)."""
+    out = []
+    for spec in specs:
+        env = dict(item.split("=", 1) for item in spec.split(","))
+        out.append((spec, env))
+    return out
+
+
+def daemon_run(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    *,
+    tmp: Path,
+    ends: dict[int, int],
+    tag: str,
+    env: dict[str, str],
+) -> tuple[float, Child, RssSampler]:
+    """Start a daemon (own group and output topics) on the backlog; its records/s."""
+    bootstrap = broker.bootstrap_servers
+    for name in (f"scores-{tag}",):
+        broker.create_topic(name, PARTITIONS)
+    broker.create_topic(f"dead-{tag}", 1)
+    cfg = tmp / f"daemon-{tag}.toml"
+    write_config(
+        cfg, bootstrap, ("in", f"scores-{tag}", f"dead-{tag}"), tmp / "models", args.device
+    )
+    cfg.write_text(cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{tag}"'))
+    daemon = Child(
+        ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{tag}.log", env=env
+    ).start()
+    assert daemon.proc is not None
+    sampler = RssSampler(daemon.proc.pid)
+    rate = asyncio.run(
+        measure_rate(bootstrap, f"bench-daemon-{tag}", f"scores-{tag}", ends, args.records)
+    )
+    return rate, daemon, sampler
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
@@ -265,51 +305,43 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         if sum(ends.values()) != args.records:
             raise RuntimeError(f"backlog ends {ends} do not add up to {args.records}")
         daemon: Child | None = None
+        sampler: RssSampler | None = None
         for r in range(args.repeat):
-            for name in (f"raw-out-{r}", f"scores-{r}"):
-                broker.create_topic(name, PARTITIONS)
-            broker.create_topic(f"dead-{r}", 1)
+            broker.create_topic(f"raw-out-{r}", PARTITIONS)
             raw = Child(
                 ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", "in",
                  "--out-topic", f"raw-out-{r}", "--group", f"bench-raw-{r}"],
                 tmp / f"raw-{r}.log",
             ).start()  # fmt: skip
             assert raw.proc is not None
-            sampler = RssSampler(raw.proc.pid)
+            raw_sampler = RssSampler(raw.proc.pid)
             rate = asyncio.run(
                 measure_rate(bootstrap, f"bench-raw-{r}", f"raw-out-{r}", ends, args.records)
             )
             raw.stop()
-            sampler.stop()
+            raw_sampler.stop()
             result.raw.append(rate)
-            result.raw_rss = max(result.raw_rss, sampler.peak)
+            result.raw_rss = max(result.raw_rss, raw_sampler.peak)
             print(f"[{r}] raw pass-through: {rate:,.0f} records/s", flush=True)
 
-            if daemon is not None:
-                daemon.stop()
-            cfg = tmp / f"daemon-{r}.toml"
-            write_config(
-                cfg, bootstrap, ("in", f"scores-{r}", f"dead-{r}"), tmp / "models", args.device
-            )
-            text = cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{r}"')
-            cfg.write_text(text)
-            daemon = Child(
-                ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{r}.log"
-            ).start()
-            assert daemon.proc is not None
-            sampler = RssSampler(daemon.proc.pid)
-            rate = asyncio.run(
-                measure_rate(bootstrap, f"bench-daemon-{r}", f"scores-{r}", ends, args.records)
-            )
-            result.daemon.append(rate)
-            print(f"[{r}] daemon: {rate:,.0f} records/s", flush=True)
+            for i, (name, env) in enumerate([*variants(args.compare), ("", {})]):
+                if daemon is not None and sampler is not None:  # the default runs last
+                    daemon.stop()
+                    sampler.stop()
+                tag = f"{r}v{i}" if name else f"{r}"
+                rate, daemon, sampler = daemon_run(
+                    args, broker, tmp=tmp, ends=ends, tag=tag, env=env
+                )
+                (result.variants.setdefault(name, []) if name else result.daemon).append(rate)
+                print(f"[{r}] daemon {name or '(default)'}: {rate:,.0f} records/s", flush=True)
         assert daemon is not None
+        assert sampler is not None
         top = float(np.median(result.daemon))
         result.phases, window = asyncio.run(
             latency_phases(
                 bootstrap,
                 topic="in",
-                out=f"scores-{args.repeat - 1}",
+                out=f"scores-{args.repeat - 1}",  # the last default daemon's output
                 payloads=payloads,
                 rate=top,
                 seconds=args.phase_seconds,
@@ -373,6 +405,13 @@ def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, fl
         f"{', '.join(f'{x:,.0f}' for x in res.raw)} | {mib(res.raw_rss)} |",
         f"| daemon (`streamvae run`) | {daemon:,.0f} | "
         f"{', '.join(f'{x:,.0f}' for x in res.daemon)} | {mib(res.daemon_rss)} |",
+    ]
+    lines += [
+        f"| daemon with `{name}` | {np.median(rates):,.0f} | "
+        f"{', '.join(f'{x:,.0f}' for x in rates)} | |"
+        for name, rates in res.variants.items()
+    ]
+    lines += [
         "",
         f"Daemon / raw: **{daemon / raw:.0%}**.",
         "",
@@ -418,6 +457,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="raw/daemon runs (medians)")
     parser.add_argument("--phase-seconds", type=float, default=10.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE[,VAR=VALUE]",
+        help="also run the daemon with these environment overrides in every repeat "
+        "(e.g. STREAMVAE_MODEL__THREADS=0): a before/after in the same run",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cpu")

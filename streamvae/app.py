@@ -144,6 +144,9 @@ def run_command(
 ) -> int:
     """`streamvae run`: serve until stopped (or until a replayed file ends)."""
     store = open_store(settings)
+    from streamvae.model.device import limit_threads
+
+    limit_threads(settings.model.threads)  # before any torch work (see limit_threads)
     broker = None
     bootstrap = settings.kafka.bootstrap_servers
     if (input_path is None or output_path is None) and bootstrap == EMBEDDED:

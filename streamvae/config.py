@@ -112,6 +112,11 @@ class ModelSettings(_Section):
         description="Sensor names in order; empty = taken from the training data.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="Torch intra-op threads of the daemon (0 = torch's default: one per core).",
+    )
     decoder: Literal["student_t", "gaussian"] = "student_t"
     prior: Literal["optimal", "standard"] = "optimal"
     conditional: bool = True

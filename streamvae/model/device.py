@@ -39,6 +39,19 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"unknown device {name!r}: expected auto, cpu or cuda")
 
 
+def limit_threads(threads: int) -> None:
+    """Torch intra-op threads for this process (0 = leave torch's default, one per core).
+
+    The daemon scores in one worker thread while its event loop decodes and encodes on
+    another core. Measured on the 2-core bench machine (bench/throughput.py, shared with
+    other jobs): with torch's default of 2 OpenMP threads, scoring a 1024-record batch took
+    ~8x the CPU time of 1 thread (1.1k vs 9-12k records/s wall, 354 vs 32-37 µs CPU per
+    record), because the OpenMP team spins against the event loop and other processes.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def score_chunk(device: torch.device) -> int:
     """Records per scoring forward pass on `device`."""
     return GPU_SCORE_CHUNK if device.type == "cuda" else CPU_SCORE_CHUNK
