@@ -122,11 +122,14 @@ def train_model(store: Path, seed: int, epochs: int) -> str:
     """Default architecture (config defaults), a few epochs on synthetic data, promoted."""
     import dataclasses
 
+    import torch
+
     from streamvae.artifacts import ModelStore
     from streamvae.config import load_settings
     from streamvae.detector import train_detector
     from streamvae.offline import specs_from_settings
 
+    torch.set_num_threads(1)  # 2 OpenMP threads on a busy 2-core box are ~8x slower
     model, train, thresh = specs_from_settings(load_settings(None))
     values, site = tio.synthetic_values(14 * 800, seed + 1)
     detector = train_detector(

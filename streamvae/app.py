@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamvae.batching import BatchPolicy
 from streamvae.errors import ConfigError, StoreError, StreamvaeError
+from streamvae.outputs import encode_scores
 from streamvae.pipeline import (
     Codec,
     Pipeline,
@@ -239,6 +240,7 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
                 decode=lambda payload, pos: decode_record(payload, spec, pos),
                 encode_score=encode_score,
                 encode_dead_letter=encode_dead_letter,
+                encode_scores=encode_scores,
             )
             pipeline = Pipeline(
                 source,

@@ -312,8 +312,13 @@ class Pipeline:
             top=self._spec.top_contributions,
             scored_at=self._wall(),
         )
-        encode = self._codec.encode_score
-        scores: list[Output] = [(r.site.encode(), encode(r)) for r in rows.records]
+        codec = self._codec
+        if codec.encode_scores is not None:
+            payloads = codec.encode_scores(rows)
+        else:
+            payloads = [codec.encode_score(r) for r in rows.records]
+        keys = [r.site.encode() for r in rows.records]
+        scores: list[Output] = list(zip(keys, payloads, strict=True))
         return rows, scores, rows.rejections, seconds
 
     def _buffer_only(self, valid: list[SensorRecord]) -> None:
