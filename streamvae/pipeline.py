@@ -115,6 +115,8 @@ class Pipeline:
         self._in_flight = 0
         self._changed = asyncio.Condition()
         self._closed = False
+        self._draining = 0  # drains in progress (partition revocation)
+        self._fetching = False  # intake is inside source.fetch
         self.delivered = 0  # records whose outputs were acknowledged and committed
         self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
@@ -136,13 +138,24 @@ class Pipeline:
             await self._changed.wait_for(predicate)
 
     async def drain(self) -> None:
-        """Close the open batch; wait until all fetched records are delivered and committed."""
+        """Pause fetching, close the open batch, and wait until every fetched record is
+        delivered and committed (on partition revocation: nothing new may arrive meanwhile,
+        or a busy stream would never drain)."""
         if self._closed:
             return
-        batch = self._batcher.flush()
-        if batch:
-            self._batches.put_nowait(batch)
-        await self._wait_for(lambda: self._in_flight == 0 or self._closed)
+        self._draining += 1
+        self._source.pause()
+        try:
+            if batch := self._batcher.flush():
+                self._batches.put_nowait(batch)
+            await self._wait_for(
+                lambda: (self._in_flight == 0 and not self._fetching) or self._closed
+            )
+        finally:
+            self._draining -= 1
+            if not self._draining:
+                self._source.resume()
+            await self._notify()
 
     async def intake(self, stop: asyncio.Event) -> None:
         """Fetch, decode and batch until `stop` is set or the source is exhausted."""
@@ -150,12 +163,19 @@ class Pipeline:
         idle_wait = max(spec.policy.max_wait_s, 0.05)
         try:
             while not stop.is_set():
+                if self._draining:
+                    await self._wait_for(lambda: not self._draining or self._closed)
+                    continue
                 if self._in_flight >= spec.max_in_flight:
                     await self._back_off(stop)
                     continue
                 due = self._batcher.timeout()
                 room = min(spec.max_in_flight - self._in_flight, spec.policy.max_records)
-                fetched = await source.fetch(room, idle_wait if due is None else due)
+                self._fetching = True
+                try:
+                    fetched = await source.fetch(room, idle_wait if due is None else due)
+                finally:
+                    self._fetching = False
                 if fetched:
                     items = [decode(payload, pos) for payload, pos in fetched]
                     self._in_flight += len(items)
@@ -163,6 +183,10 @@ class Pipeline:
                         self._batches.put_nowait(full)
                     self._metrics.set_in_flight(self._in_flight)
                     self._metrics.set_consumer_lag(source.lags())
+                if self._draining:  # a drain began during the fetch: hand everything over
+                    if rest := self._batcher.flush():
+                        self._batches.put_nowait(rest)
+                    await self._notify()
                 if (due_batch := self._batcher.poll()) is not None:
                     self._batches.put_nowait(due_batch)
                 if source.exhausted and not fetched:
@@ -181,7 +205,8 @@ class Pipeline:
         log.debug("in-flight limit reached (%d records): fetching paused", self._in_flight)
         low = self._spec.max_in_flight // 2
         await self._wait_for(lambda: self._in_flight <= low or stop.is_set() or self._closed)
-        self._source.resume()
+        if not self._draining:
+            self._source.resume()
         self._metrics.set_paused(False)
 
     async def process(self, stop: asyncio.Event) -> None:

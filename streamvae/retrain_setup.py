@@ -94,11 +94,13 @@ def job_template(settings: Settings, features: Sequence[str]) -> JobTemplate:
     )
 
 
-def load_or_new_buffer(settings: Settings, features: Sequence[str], seed: int) -> TrainingBuffer:
-    """The persisted buffer (if usable) or an empty one."""
+def load_or_new_buffer(
+    settings: Settings, features: Sequence[str], seed: int, *, owner: bool = True
+) -> TrainingBuffer:
+    """The persisted buffer (if usable) or an empty one. `owner`: see `load_buffer`."""
     spec = buffer_spec(settings, len(features))
     rng = np.random.default_rng(seed)
-    state = load_buffer(Path(settings.retraining.state_dir), features)
+    state = load_buffer(Path(settings.retraining.state_dir), features, owner=owner)
     if state is None:
         return TrainingBuffer(spec, rng)
     return TrainingBuffer.from_state(state, spec, rng)
@@ -157,7 +159,7 @@ def command_pass(settings: Settings) -> int:
     if not features:
         log.warning("no training buffer in %s (and no [model] features): nothing to do", state_dir)
         return 0
-    buffer = load_or_new_buffer(settings, features, settings.training.seed)
+    buffer = load_or_new_buffer(settings, features, settings.training.seed, owner=False)
     total = len(buffer)
     if total < settings.retraining.min_total_records:
         log.warning(

@@ -26,6 +26,7 @@ either the old or the new buffer. On load, a missing manifest means "no buffer";
 a manifest or .npz that does not parse, fails its checksum, has the wrong
 shapes, or was written for other features is logged, moved aside
 (`*.discarded`) and ignored: the daemon starts with an empty buffer, never crashes.
+A reader that does not own the directory (`streamvae retrain`) moves nothing.
 """
 
 from __future__ import annotations
@@ -124,34 +125,55 @@ def save_buffer(
     return manifest_path
 
 
-def load_buffer(state_dir: Path, features: Sequence[str]) -> BufferState | None:
-    """The persisted buffer, or None when there is none or it is unusable (logged, moved aside)."""
+def load_buffer(
+    state_dir: Path, features: Sequence[str], *, owner: bool = True
+) -> BufferState | None:
+    """The persisted buffer, or None when there is none or it is unusable (logged).
+
+    `owner=True` (the daemon that writes this state dir) moves unusable files aside;
+    a reader (`streamvae retrain`, owner=False) leaves them to the owner. A manifest
+    replaced by the owner while it was being read is read again (once).
+    """
     manifest_path = state_dir / MANIFEST
-    if not manifest_path.exists():
-        return None
-    data_path: Path | None = None
-    try:
-        manifest = _read_manifest(manifest_path)
-        data_path = state_dir / manifest["file"]
-        state = _read_arrays(data_path, manifest, features)
-    except (CorruptStateError, OSError, TypeError, KeyError) as exc:
-        log.warning("discarding persisted training buffer in %s: %s", state_dir, exc)
-        _discard(manifest_path)
-        if data_path is not None:
-            _discard(data_path)
-        return None
-    log.info(
-        "loaded training buffer: %d records of %d sites from %s",
-        len(state.ts),
-        len(state.sites),
-        state_dir,
-    )
-    return state
+    for attempt in (1, 2):
+        if not manifest_path.exists():
+            return None
+        data_path: Path | None = None
+        raw: bytes | None = None
+        try:
+            raw = manifest_path.read_bytes()
+            manifest = _read_manifest(raw)
+            data_path = state_dir / manifest["file"]
+            state = _read_arrays(data_path, manifest, features)
+        except (CorruptStateError, OSError, TypeError, KeyError) as exc:
+            if attempt == 1 and _changed(manifest_path, raw):
+                continue  # the owner wrote a new buffer meanwhile: read that one
+            log.warning("discarding persisted training buffer in %s: %s", state_dir, exc)
+            if owner:
+                _discard(manifest_path)
+                if data_path is not None:
+                    _discard(data_path)
+            return None
+        log.info(
+            "loaded training buffer: %d records of %d sites from %s",
+            len(state.ts),
+            len(state.sites),
+            state_dir,
+        )
+        return state
+    return None  # pragma: no cover  (the loop always returns)
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _changed(path: Path, before: bytes | None) -> bool:
     try:
-        manifest = json.loads(path.read_bytes())
+        return before is not None and path.read_bytes() != before
+    except OSError:
+        return False
+
+
+def _read_manifest(raw: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptStateError(f"manifest is not JSON: {exc}") from exc
     if not isinstance(manifest, dict):

@@ -9,6 +9,7 @@ import pytest
 
 from streamvae.batching import BatchPolicy
 from streamvae.pipeline import Pipeline, PipelineSpec
+from streamvae.records import SourcePosition
 from tests.unit.daemon_fakes import (
     FAKE_CODEC,
     FakeDetector,
@@ -176,3 +177,35 @@ async def test_without_a_model_valid_records_are_buffered_unscored() -> None:
     assert sum(len(o[0]) for o in training.offers) == 9
     assert all(o[3].all() for o in training.offers)
     assert source.committed == {("in", 0): 12}
+
+
+class EndlessSource(ListSource):
+    """Always has more records (a busy topic)."""
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[tuple[bytes, SourcePosition]]:
+        if self.paused:
+            await asyncio.sleep(min(timeout_s, 0.01))
+            return []
+        n = min(max_records, 7)
+        out = [
+            (payload("s0", 1.0, [1, 2, 3]), SourcePosition("in", 0, self.next + i))
+            for i in range(n)
+        ]
+        self.next += n
+        await asyncio.sleep(0)
+        return out
+
+
+async def test_drain_completes_on_a_busy_stream_and_commits_all_fetched() -> None:
+    source, sink = EndlessSource([], finite=False), ListSink()
+    pipe, _ = make(source, sink, max_records=50)
+    stop = asyncio.Event()
+    async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+        await until(lambda: source.next >= 200)
+        await pipe.drain()
+        assert source.committed == {("in", 0): source.next}  # everything fetched so far
+        assert not source.paused  # fetching resumed
+        await until(lambda: source.committed[("in", 0)] < source.next)  # and goes on
+        stop.set()

@@ -62,3 +62,14 @@ async def test_replay_scores_and_dead_letters(tmp_path: Path, kind: str) -> None
     assert dead[0]["position"]["offset"] == 3 + (kind == "csv")
     assert {s["model_version"] for s in scores} == {"v1"}
     assert all(s["position"]["topic"] == str(src) for s in scores)
+
+
+async def test_stdout_sink_writes_scores_to_stdout_and_dead_letters_to_stderr(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    sink = FileSink("-")
+    acked = await sink.send([(b"k", b'{"score": 1}')], [(None, b'{"reason": "x"}')])
+    await acked
+    out, err = capsysbinary.readouterr()
+    assert out == b'{"score": 1}\n'
+    assert err == b'{"reason": "x"}\n'

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -20,10 +21,11 @@ import pytest
 
 from streamvae.artifacts import ModelStore
 from streamvae.buffer import BufferSpec, TrainingBuffer
+from streamvae.config import load_settings
 from streamvae.detector import Detector, ModelSpec, ThresholdSpec, TrainSpec, train_detector
 from streamvae.gate import GateSpec
 from streamvae.retrain_job import run_pass
-from streamvae.retrainer import JobTemplate, Retrainer, RetrainSpec
+from streamvae.retrainer import JobTemplate, Retrainer, RetrainSpec, retrain_command
 from streamvae.sites import LifecycleSpec, SiteTracker
 from streamvae.state import load_buffer, save_buffer
 from tests.unit.retrain_data import FEATURES, SyntheticSites
@@ -172,7 +174,7 @@ async def test_two_retrainers_against_one_store_only_one_promotes(store_root: Pa
     data = SyntheticSites(seed=4)
     a, b = make_retrainer(store_root), make_retrainer(store_root)
     for r in (a, b):
-        values, sites = data.normal_mix(["s0", "s1", "s2"], 200)
+        values, sites = data.normal_mix(["s0", "s1", "s2"], 600)
         r.offer(sites, values, np.zeros(len(sites)), np.ones(len(sites), bool))
     results = await asyncio.gather(a.retrain_once("a"), b.retrain_once("b"))
     outcomes = sorted(x.outcome for x in results)
@@ -218,7 +220,7 @@ path = "{store}"
 
 
 def test_sigkill_during_retraining_leaves_store_and_buffer_consistent(
-    store_root: Path, tmp_path: Path
+    store_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     psutil = pytest.importorskip("psutil")
     store = ModelStore(store_root)
@@ -265,3 +267,10 @@ def test_sigkill_during_retraining_leaves_store_and_buffer_consistent(
     assert TrainingBuffer.from_state(state, buf.spec, np.random.default_rng(0)).counts() == (
         buf.counts()
     )
+    # The next `streamvae retrain` pass gets the lock and completes.
+    settings = load_settings(
+        cfg, training={"max_epochs": 5, "patience": 5}, retraining={"mode": "thread"}
+    )
+    assert retrain_command(settings) == 0
+    outcome = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert outcome["outcome"] in ("promoted", "rejected"), outcome

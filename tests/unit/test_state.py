@@ -97,3 +97,11 @@ def test_json_state(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text("[1, 2")
     assert load_json(tmp_path / "s.json") is None
     assert load_json(tmp_path / "missing.json") is None
+
+
+def test_a_reader_never_moves_the_owners_files(tmp_path: Path, rng: np.random.Generator) -> None:
+    save_buffer(tmp_path, _filled(rng).export(), FEATURES)
+    _corrupt_data(tmp_path)
+    assert load_buffer(tmp_path, FEATURES, owner=False) is None
+    assert (tmp_path / MANIFEST).exists()
+    assert not list(tmp_path.glob("*.discarded"))
