@@ -9,6 +9,7 @@ few seconds plus a line per alert and per event. `make_console` picks one.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Protocol, TextIO
@@ -56,33 +57,38 @@ def describe_retrain(event: RetrainEvent) -> str:
     return f"+{event.at_s:6.1f}s {event.outcome:<9} {event.version}{detail}{sites}"
 
 
-def render(snapshot: Snapshot, *, header: str = "", color: bool = False) -> list[str]:
-    """The live block, one string per line."""
+def render(
+    snapshot: Snapshot, *, header: str = "", color: bool = False, width: int = 0
+) -> list[str]:
+    """The live block, one string per line; each line cut to `width` characters (0: no cut),
+    so the block never wraps and redrawing in place stays exact."""
     s = snapshot
-    title = (
-        f"streamvae demo  t={s.elapsed_s:6.1f}s  model {s.model_version}  "
-        f"throughput {s.throughput:7.1f} rec/s  scored {s.records:,}"
-    )
-    lines = [_paint(title, _BOLD, color)]
+    rows: list[tuple[str, str]] = [  # (text, colour)
+        (
+            f"streamvae demo  t={s.elapsed_s:6.1f}s  model {s.model_version}  "
+            f"throughput {s.throughput:7.1f} rec/s  scored {s.records:,}",
+            _BOLD,
+        )
+    ]
     if header:
-        lines.append(header)
-    lines.append(
-        _paint(f"{'site':<12}{'status':<10}{'rate/s':>8}  {'alerts/true':>11}", _DIM, color)
-    )
+        rows.append((header, ""))
+    rows.append((f"{'site':<12}{'status':<10}{'rate/s':>8}  {'alerts/true':>11}", _DIM))
     for site, status in s.site_status.items():
         flagged, truth = s.site_counts.get(site, (0, 0))
         counts = f"{flagged}/{truth}" if status == "active" else "-"
-        name = _paint(f"{status:<10}", _STATUS_COLOR.get(status, _DIM), color)
-        lines.append(f"{site:<12}{name}{s.site_rates.get(site, 0.0):8.1f}  {counts:>11}")
-    lines.append(_paint("recent alerts (top sensors)", _DIM, color))
-    for alert in s.alerts:
-        text = describe_alert(alert)
-        lines.append("  " + _paint(text, _RED if alert.truth.anomaly else _YELLOW, color))
+        text = f"{site:<12}{status:<10}{s.site_rates.get(site, 0.0):8.1f}  {counts:>11}"
+        rows.append((text, _STATUS_COLOR.get(status, _DIM)))
+    rows.append(("recent alerts (top sensors)", _DIM))
+    rows.extend(("  " + describe_alert(a), _RED if a.truth.anomaly else _YELLOW) for a in s.alerts)
     if not s.alerts:
-        lines.append("  none yet")
-    lines.append(_paint("models", _DIM, color))
-    lines.extend("  " + _paint(describe_retrain(e), _CYAN, color) for e in s.retrains)
-    return lines
+        rows.append(("  none yet", ""))
+    rows.append(("models", _DIM))
+    rows.extend(("  " + describe_retrain(e), _CYAN) for e in s.retrains)
+    out = []
+    for text, code in rows:
+        cut = text[: width - 1] if width > 1 else text
+        out.append(_paint(cut, code, color) if code else cut)
+    return out
 
 
 class LiveConsole:
@@ -115,7 +121,8 @@ class LiveConsole:
         self._stream.flush()
 
     def _draw(self, snapshot: Snapshot) -> None:
-        lines = render(snapshot, header=self._header, color=self._color)
+        width = shutil.get_terminal_size((100, 24)).columns
+        lines = render(snapshot, header=self._header, color=self._color, width=width)
         self._stream.write("".join(f"\x1b[2K{line}\n" for line in lines))
         self._drawn = len(lines)
 

@@ -35,6 +35,7 @@ from streamvae.broker import EmbeddedBroker
 from streamvae.config import Settings
 from streamvae.console import Console
 from streamvae.demo import DemoPlan, TimelinePoint, make_trainer
+from streamvae.errors import TransientError
 from streamvae.httpd import serve_http
 from streamvae.kafka import KafkaSink, KafkaSource, kafka_spec
 from streamvae.records import decode_score
@@ -107,12 +108,16 @@ def run_live(
     broker = EmbeddedBroker(log_path=workdir / "broker.log")
     console.note("starting the embedded broker (Tansu) ...")
     with broker:
-        for topic, partitions in (("sensors", PARTITIONS), ("sensor-scores", PARTITIONS)):
-            broker.create_topic(topic, partitions)
-        broker.create_topic("sensor-dead-letters", 1)
-        console.note(f"broker at {broker.bootstrap_servers}")
         live = _Live(plan, console, workdir, broker.bootstrap_servers)
-        summary, timeline = asyncio.run(live.main())
+        kafka = live.settings.kafka
+        for topic in (kafka.input_topic, kafka.output_topic):
+            broker.create_topic(topic, PARTITIONS)
+        broker.create_topic(kafka.dead_letter_topic, 1)
+        console.note(f"broker at {broker.bootstrap_servers}")
+        try:
+            summary, timeline = asyncio.run(live.main())
+        except asyncio.CancelledError:  # a second Ctrl-C: abort (the broker still stops)
+            raise KeyboardInterrupt from None
     summary["broker"] = broker.bootstrap_servers
     summary["broker_stopped"] = not broker.running
     return summary, timeline
@@ -120,7 +125,7 @@ def run_live(
 
 class _Live:
     def __init__(self, plan: DemoPlan, console: Console, workdir: Path, bootstrap: str) -> None:
-        self.plan, self.console, self.workdir, self.bootstrap = plan, console, workdir, bootstrap
+        self.plan, self.console, self.bootstrap = plan, console, bootstrap
         self.sim = Simulator(plan.sim_spec(start_ts=time.time() - plan.history_s))
         self.board = Scoreboard(sites=self.sim.sites, new_site=self.sim.new_site)
         self.settings = live_settings(plan, workdir, bootstrap, self.sim.features)
@@ -132,9 +137,9 @@ class _Live:
         self.timeline: list[TimelinePoint] = []
         self.latencies: list[float] = []
         self.produced = 0
-        self.t0 = time.monotonic()
         self.live_t0: float | None = None
         self.metrics_url = ""
+        self.scrape: dict[str, Any] = {}
 
     def elapsed(self) -> float:
         return 0.0 if self.live_t0 is None else time.monotonic() - self.live_t0
@@ -157,7 +162,10 @@ class _Live:
             loop.add_signal_handler(sig, on_signal)
         try:
             if await self._initial_model():
-                await self._run_daemon()
+                try:
+                    await self._run_daemon()
+                except* app.ShutdownTimeoutError:
+                    self.console.note("the daemon missed its shutdown deadline; stopped anyway")
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -166,6 +174,7 @@ class _Live:
             "mode": "live",
             "produced": self.produced,
             "metrics_url": self.metrics_url,
+            "metrics_scrape": self.scrape,
             "interrupted": signals > 0,
         }
         if self.latencies:
@@ -244,6 +253,8 @@ class _Live:
             )
             tg.create_task(app._readiness(state, self.stop))
             tg.create_task(app._serve(tg, state, self.stop))
+            timeout = settings.service.shutdown_timeout_s
+            tg.create_task(app._deadline(self.stop, state.finished, timeout))
             port = await bound
             self.metrics_url = f"http://{settings.metrics.host}:{port}/metrics"
             self.console.note(f"metrics at {self.metrics_url}")
@@ -290,18 +301,25 @@ class _Live:
                     self.labels[(r.site, shifted.ts)] = r.label
                     outputs.append((r.site.encode(), encode_record(shifted, sim.features)))
                 if outputs:
-                    if pending:
-                        await asyncio.gather(*pending)
-                    pending = list(await sink.send_to(spec.input_topic, outputs))
+                    acks = await asyncio.gather(*pending, return_exceptions=True)
+                    if failed := [e for e in acks if isinstance(e, BaseException)]:
+                        log.warning("a produce batch was not acknowledged: %s", failed[0])
+                    try:
+                        pending = list(await sink.send_to(spec.input_topic, outputs))
+                    except TransientError as exc:
+                        log.warning("could not produce %d records: %s", len(outputs), exc)
+                        pending = []
                     self.produced += len(outputs)
                 if elapsed >= plan.duration_s:
                     break
                 await asyncio.sleep(0.1)
-            if pending:
-                await asyncio.gather(*pending)
+            if pending:  # the last acknowledgements, unless the broker is gone
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5.0):
+                        await asyncio.gather(*pending, return_exceptions=True)
         finally:
             self.produced_all.set()
-            await sink.stop()
+            await app._close("demo producer", sink.stop())
 
     async def _consume(self) -> None:
         """Read the daemon's score records: they feed the view and the summary."""
@@ -346,7 +364,7 @@ class _Live:
                         )
                     )
         finally:
-            await source.stop()
+            await app._close("demo consumer", source.stop())
 
     async def _view(self, holder: ModelHolder, events: list[tuple[str, str, float]]) -> None:
         """Refresh the terminal view; turn retrainer outcomes into model events."""
@@ -397,4 +415,26 @@ class _Live:
             log.warning(
                 "%d records not scored %.0fs after the end", len(self.labels), DRAIN_TIMEOUT_S
             )
+        self.scrape = await _scrape(self.metrics_url)
         self.stop.set()
+
+
+async def _scrape(url: str) -> dict[str, Any]:
+    """GET the daemon's /metrics once, as a user would: status and a few counters."""
+    host, _, rest = url.removeprefix("http://").partition(":")
+    port, _, path = rest.partition("/")
+    try:
+        async with asyncio.timeout(5.0):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            body = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+    head, _, text = body.decode(errors="replace").partition("\r\n\r\n")
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {"ok": head.startswith("HTTP/1.1 200"), "samples": len(samples)}

@@ -42,7 +42,7 @@ def _summary(stdout: str) -> dict[str, object]:
 def _demo(tmp_path: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "streamvae", "demo", "--no-ui",
-        "--duration", "20", "--rate", "60", "--sites", "2", "--seed", "3",
+        "--duration", "16", "--rate", "60", "--sites", "2", "--seed", "3",
         "--workdir", str(tmp_path / "work"), *extra,
     ]  # fmt: skip
 
@@ -75,6 +75,10 @@ def test_short_demo_finds_anomalies_onboards_the_new_site_and_cleans_up(tmp_path
     assert isinstance(retrains, list)
     assert any(new in e.get("sites", []) for e in retrains if e["outcome"] == "promoted")
     assert str(summary["metrics_url"]).startswith("http://127.0.0.1:")
+    scrape = summary["metrics_scrape"]
+    assert isinstance(scrape, dict)
+    assert scrape["ok"] is True
+    assert scrape["samples"] > 10
     assert summary["broker_stopped"] is True
     assert _broker_processes(str(summary["broker"])) == []
     assert plot.stat().st_size > 10_000

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from streamvae.console import LogConsole
-from streamvae.demo import DemoPlan, print_summary, run_offline
+from streamvae.demo import DemoPlan, print_summary
+from streamvae.demo_offline import run_offline
 from streamvae.simulator import SimRecord
 
 

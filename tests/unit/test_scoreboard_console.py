@@ -83,6 +83,7 @@ def test_render_and_consoles() -> None:
     assert "metrics" in text
     assert "\x1b[" not in text
     assert "\x1b[" in "\n".join(render(snap, color=True))
+    assert max(len(line) for line in render(snap, width=30)) == 29
     live = io.StringIO()
     console = LiveConsole(live)
     console.show(snap)
