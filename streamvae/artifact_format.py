@@ -163,8 +163,11 @@ def _build(meta: dict[str, Any], weights: Path, device: str) -> Detector:
     if len(scaler.center) != len(features):
         raise ArtifactError(f"scaler has {len(scaler.center)} sensors, features {len(features)}")
     sites = {str(k): int(v) for k, v in meta["sites"].items()}
-    if any(not 0 < v < mspec.site_capacity for v in sites.values()):
-        raise ArtifactError("site slot outside 1..site_capacity-1")
+    lowest = 1 if mspec.conditional else 0
+    if any(
+        not lowest <= v < (mspec.site_capacity if mspec.conditional else 1) for v in sites.values()
+    ):
+        raise ArtifactError("site slot outside the embedding table")
     dev = resolve_device(device)
     vae, disc = build(len(features), mspec, torch.device("cpu"))
     tensors = safetensors.torch.load_file(str(weights))

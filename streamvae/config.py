@@ -127,7 +127,7 @@ class ModelSettings(_Section):
     site_capacity: int = Field(
         default=256, gt=1, description="Reserved site slots; new sites need no shape change."
     )
-    importance_samples: int = Field(default=8, gt=0, description="K for scoring.")
+    importance_samples: int = Field(default=1, gt=0, description="K for scoring.")
     loglik_samples: int = Field(
         default=32, gt=0, description="K for held-out log-likelihood (retraining gate)."
     )

@@ -9,6 +9,7 @@ CONTRACT (used by pipeline, retrainer, CLI, bench):
     detector.version: str
     detector.features: tuple[str, ...]
     detector.sites: Mapping[str, int]         known (active) sites -> embedding slot
+                                              (all 0 when model_spec.conditional is false)
     detector.thresholds: Mapping[str, float]  per-site calibrated thresholds
     detector.fallback_threshold: float        for sites with too little held-out data
     detector.created_at: float                epoch seconds
@@ -120,8 +121,10 @@ class Detector:
     def slots_of(self, sites: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """(B,) embedding slots (0 for unknown sites) and (B,) known flags."""
         get = self.sites.get
-        slots = np.fromiter((get(s, 0) for s in sites), dtype=np.int64, count=len(sites))
-        return slots, slots > 0
+        slot_list = [get(s, -1) for s in sites]
+        slots = np.fromiter(slot_list, dtype=np.int64, count=len(sites))
+        known = slots >= 0
+        return np.maximum(slots, 0), known
 
     def score(self, values: npt.NDArray[np.floating[Any]], sites: Sequence[str]) -> ScoredBatch:
         """values: (B, D) raw sensor values in `features` order; sites: B names.
@@ -231,8 +234,8 @@ def train_detector(
     slots_map = assign_slots(
         counts, model_spec.site_capacity, init.sites if warm and init else None
     )
-    if not model_spec.conditional:
-        slots_map = {}
+    if not model_spec.conditional:  # pooled model: every training site is known, slot 0
+        slots_map = {site: 0 for site in sorted(counts)}
     slots = np.fromiter((slots_map.get(s, 0) for s in site_arr), dtype=np.int64, count=len(x))
 
     rng = np.random.default_rng(train_spec.seed)

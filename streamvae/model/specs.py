@@ -31,7 +31,7 @@ class ModelSpec:
     discriminator_hidden: tuple[int, ...] = (64, 64)
     site_embedding_dim: int = 8
     site_capacity: int = 256
-    importance_samples: int = 8
+    importance_samples: int = 1
     loglik_samples: int = 32
     scale_floor: float = 0.01
     encoder_dropout: float = 0.1

@@ -136,3 +136,11 @@ def test_missing_files_rejected(store: ModelStore, detector: Detector) -> None:
     (path / "weights.safetensors").unlink()
     with pytest.raises(ArtifactError, match="missing"):
         store.load(detector.version)
+
+
+def test_round_trip_unconditional_gaussian(store: ModelStore, site_data: SiteData) -> None:
+    det = tiny_detector(site_data, version="pooled", conditional=False, decoder="gaussian")
+    loaded = store.load(store.save(det))
+    assert dict(loaded.sites) == dict(det.sites)
+    x, s = site_data.values[:20], site_data.sites[:20]
+    np.testing.assert_array_equal(loaded.score(x, s).scores, det.score(x, s).scores)

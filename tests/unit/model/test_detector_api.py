@@ -76,3 +76,11 @@ def test_report_json(detector: Detector) -> None:
     d = detector.report.to_dict()
     json.dumps(d, allow_nan=False)
     assert TrainingReport.from_dict(d).epochs == detector.report.epochs
+
+
+def test_unconditional_model_knows_its_training_sites(site_data: SiteData) -> None:
+    det = tiny_detector(site_data, conditional=False, prior="standard")
+    assert set(det.sites) == {"site-0", "site-1", "site-2"}
+    assert set(det.sites.values()) == {0}
+    batch = det.score(site_data.values[:3], ["site-0", "site-2", "elsewhere"])
+    assert batch.known.tolist() == [True, True, False]
