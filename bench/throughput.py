@@ -50,12 +50,15 @@ LOADS = (0.25, 0.5, 0.9)
 
 
 class RssSampler:
-    """Samples a process's RSS every `every_s` in a thread: peak and the full series."""
+    """Samples a process's RSS and CPU seconds (user + system) every `every_s` in a
+    thread: peak RSS, RSS series, CPU used between two times. CPU per record is far less
+    sensitive to other jobs on a shared machine than records/s."""
 
     def __init__(self, pid: int, every_s: float = 0.1) -> None:
         self._proc = psutil.Process(pid)
         self._every = every_s
         self.samples: list[tuple[float, int]] = []
+        self.cpu: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -63,9 +66,11 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append((time.time(), self._proc.memory_info().rss))
+                now, rss, times = time.time(), self._proc.memory_info().rss, self._proc.cpu_times()
             except psutil.NoSuchProcess:
                 return
+            self.samples.append((now, rss))
+            self.cpu.append((now, times.user + times.system))
             self._stop.wait(self._every)
 
     @property
@@ -74,6 +79,12 @@ class RssSampler:
 
     def between(self, a: float, b: float) -> list[int]:
         return [r for t, r in self.samples if a <= t <= b]
+
+    def cpu_between(self, a: float, b: float) -> float:
+        """CPU seconds used from time `a` to `b` (to within one sampling interval)."""
+        before = [c for t, c in self.cpu if t <= a] or [self.cpu[0][1]]
+        after = [c for t, c in self.cpu if t >= b] or [self.cpu[-1][1]]
+        return after[0] - before[-1]
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,6 +178,11 @@ def write_config(
                 f'path = "{store}"',
                 "[metrics]",
                 "port = 0",
+                # serving only: no retraining pass may start mid-measurement (the buffer
+                # still receives every scored batch); state in the run's own directory
+                "[retraining]",
+                "enabled = false",
+                f'state_dir = "{path.with_suffix(".state")}"',
                 "",
             ]
         )
@@ -243,11 +259,38 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+@dataclass(frozen=True)
+class Measure:
+    """One pass over the backlog: records/s, and CPU µs per record of the process under
+    test and of the broker over the same window."""
+
+    rate: float
+    cpu_us: float
+    broker_us: float
+
+
+def measured(n: int, window: tuple[float, float], proc: RssSampler, broker: RssSampler) -> Measure:
+    first, done = window
+    return Measure(
+        n / (done - first),
+        proc.cpu_between(first, done) / n * 1e6,
+        broker.cpu_between(first, done) / n * 1e6,
+    )
+
+
+def broker_pid() -> int:
+    """The Tansu process started by EmbeddedBroker (a child of this process)."""
+    for child in psutil.Process().children():
+        if "--storage-engine" in child.cmdline():
+            return child.pid
+    raise RuntimeError("embedded broker process not found")
+
+
 @dataclass
 class Run:
-    raw: list[float] = field(default_factory=list)
-    daemon: list[float] = field(default_factory=list)
-    variants: dict[str, list[float]] = field(default_factory=dict)
+    raw: list[Measure] = field(default_factory=list)
+    daemon: list[Measure] = field(default_factory=list)
+    variants: dict[str, list[Measure]] = field(default_factory=dict)
     raw_rss: int = 0
     daemon_rss: int = 0
     phases: list[dict[str, float]] = field(default_factory=list)
@@ -272,7 +315,8 @@ def daemon_run(
     ends: dict[int, int],
     tag: str,
     env: dict[str, str],
-) -> tuple[float, Child, RssSampler]:
+    broker_cpu: RssSampler,
+) -> tuple[Measure, Child, RssSampler]:
     """Start a daemon (own group and output topics) on the backlog; its records/s."""
     bootstrap = broker.bootstrap_servers
     for name in (f"scores-{tag}",):
@@ -288,10 +332,10 @@ def daemon_run(
     ).start()
     assert daemon.proc is not None
     sampler = RssSampler(daemon.proc.pid)
-    rate = asyncio.run(
+    window = asyncio.run(
         measure_rate(bootstrap, f"bench-daemon-{tag}", f"scores-{tag}", ends, args.records)
     )
-    return rate, daemon, sampler
+    return measured(args.records, window, sampler, broker_cpu), daemon, sampler
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
@@ -309,6 +353,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
             raise RuntimeError(f"backlog ends {ends} do not add up to {args.records}")
         daemon: Child | None = None
         sampler: RssSampler | None = None
+        broker_cpu = RssSampler(broker_pid())
         for r in range(args.repeat):
             broker.create_topic(f"raw-out-{r}", PARTITIONS)
             raw = Child(
@@ -318,28 +363,37 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
             ).start()  # fmt: skip
             assert raw.proc is not None
             raw_sampler = RssSampler(raw.proc.pid)
-            rate = asyncio.run(
+            window = asyncio.run(
                 measure_rate(bootstrap, f"bench-raw-{r}", f"raw-out-{r}", ends, args.records)
             )
             raw.stop()
             raw_sampler.stop()
-            result.raw.append(rate)
+            m = measured(args.records, window, raw_sampler, broker_cpu)
+            result.raw.append(m)
             result.raw_rss = max(result.raw_rss, raw_sampler.peak)
-            print(f"[{r}] raw pass-through: {rate:,.0f} records/s", flush=True)
+            print(
+                f"[{r}] raw pass-through: {m.rate:,.0f} records/s, {m.cpu_us:.1f} µs CPU/record",
+                flush=True,
+            )
 
             for i, (name, env) in enumerate([*variants(args.compare), ("", {})]):
                 if daemon is not None and sampler is not None:  # the default runs last
                     daemon.stop()
                     sampler.stop()
                 tag = f"{r}v{i}" if name else f"{r}"
-                rate, daemon, sampler = daemon_run(
-                    args, broker, tmp=tmp, ends=ends, tag=tag, env=env
+                m, daemon, sampler = daemon_run(
+                    args, broker, tmp=tmp, ends=ends, tag=tag, env=env, broker_cpu=broker_cpu
                 )
-                (result.variants.setdefault(name, []) if name else result.daemon).append(rate)
-                print(f"[{r}] daemon {name or '(default)'}: {rate:,.0f} records/s", flush=True)
+                (result.variants.setdefault(name, []) if name else result.daemon).append(m)
+                print(
+                    f"[{r}] daemon {name or '(default)'}: {m.rate:,.0f} records/s, "
+                    f"{m.cpu_us:.1f} µs CPU/record",
+                    flush=True,
+                )
         assert daemon is not None
         assert sampler is not None
-        top = float(np.median(result.daemon))
+        broker_cpu.stop()
+        top = float(np.median([m.rate for m in result.daemon]))
         result.phases, window = asyncio.run(
             latency_phases(
                 bootstrap,
@@ -371,21 +425,35 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
     return result, model
 
 
-async def measure_rate(bootstrap: str, group: str, out: str, ends: dict[int, int], n: int) -> float:
-    """records/s from the first output's `scored_at` to the commit of the last record."""
+async def measure_rate(
+    bootstrap: str, group: str, out: str, ends: dict[int, int], n: int
+) -> tuple[float, float]:
+    """(first output's `scored_at`, time the last record's offset was committed)."""
     done = await tio.wait_committed(bootstrap, group, "in", ends, timeout_s=900)
     if done is None:
         raise RuntimeError(f"{group} did not commit {n} records in time")
     first = await tio.first_scored_at(bootstrap, out)
-    return n / (done - first)
+    return first, done
 
 
 def mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
+def med(ms: list[Measure], attr: str) -> float:
+    return float(np.median([getattr(m, attr) for m in ms]))
+
+
+def row(label: str, ms: list[Measure], rss: str) -> str:
+    runs = ", ".join(f"{m.rate:,.0f}" for m in ms)
+    return (
+        f"| {label} | {med(ms, 'rate'):,.0f} | {runs} | {med(ms, 'cpu_us'):.1f} | "
+        f"{med(ms, 'broker_us'):.1f} | {rss} |"
+    )
+
+
 def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, float]) -> str:
-    raw, daemon = float(np.median(res.raw)), float(np.median(res.daemon))
+    raw, daemon = med(res.raw, "rate"), med(res.daemon, "rate")
     cmd = "PYTHONPATH=. python -m bench.throughput " + " ".join(sys.argv[1:])
     lines = [
         START,
@@ -400,20 +468,18 @@ def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, fl
         f"- data: {args.records:,} synthetic records, 38 sensors, 14 sites, keyed by site over "
         f"{PARTITIONS} partitions; seed {args.seed}; embedded Tansu broker (memory storage)",
         f"- model: default architecture ({model}), {args.epochs} training epochs; default "
-        "batching and scoring settings",
+        "batching and scoring settings; retraining passes off (serving only)",
         "",
-        f"| | records/s (median of {args.repeat}) | runs | peak RSS |",
-        "|---|---:|---|---:|",
-        f"| raw pass-through (naive aiokafka loop) | {raw:,.0f} | "
-        f"{', '.join(f'{x:,.0f}' for x in res.raw)} | {mib(res.raw_rss)} |",
-        f"| daemon (`streamvae run`) | {daemon:,.0f} | "
-        f"{', '.join(f'{x:,.0f}' for x in res.daemon)} | {mib(res.daemon_rss)} |",
+        f"Medians of {args.repeat} passes over the same backlog (each pass listed); CPU = "
+        "user + system seconds of the process per record over the measured window, and of "
+        "the broker over the same window.",
+        "",
+        "| | records/s | runs | CPU µs/record | broker CPU µs/record | peak RSS |",
+        "|---|---:|---|---:|---:|---:|",
+        row("raw pass-through (naive aiokafka loop)", res.raw, mib(res.raw_rss)),
+        row("daemon (`streamvae run`)", res.daemon, mib(res.daemon_rss)),
     ]
-    lines += [
-        f"| daemon with `{name}` | {np.median(rates):,.0f} | "
-        f"{', '.join(f'{x:,.0f}' for x in rates)} | |"
-        for name, rates in res.variants.items()
-    ]
+    lines += [row(f"daemon with `{name}`", ms, "") for name, ms in res.variants.items()]
     lines += [
         "",
         f"Daemon / raw: **{daemon / raw:.0%}**.",
