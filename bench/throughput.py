@@ -202,10 +202,13 @@ async def latency_phases(
     rate: float,
     seconds: float,
     soak: float,
+    warmup: float = 0.0,
 ) -> tuple[list[dict[str, float]], tuple[float, float] | None]:
     reader = tio.LatencyReader(bootstrap, out)
     task = asyncio.create_task(reader.run())
     await reader.started()
+    if warmup:  # a consumer that just started must join its group first (~3 s on Tansu)
+        await tio.paced(bootstrap, topic, payloads, rate=200, seconds=warmup, partitions=PARTITIONS)
     results = []
     sent_total = 0
     soak_window = None
@@ -294,6 +297,7 @@ class Run:
     raw_rss: int = 0
     daemon_rss: int = 0
     phases: list[dict[str, float]] = field(default_factory=list)
+    raw_phases: list[dict[str, float]] = field(default_factory=list)
     soak_growth: float | None = None
     soak_rss: tuple[int, int] | None = None
 
@@ -414,6 +418,25 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         daemon.stop()
         sampler.stop()
         result.daemon_rss = sampler.peak
+        last = args.repeat - 1
+        raw = Child(
+            ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", "in",
+             "--out-topic", f"raw-out-{last}", "--group", f"bench-raw-{last}"],
+            tmp / "raw-latency.log",
+        ).start()  # fmt: skip
+        result.raw_phases, _ = asyncio.run(
+            latency_phases(
+                bootstrap,
+                topic="in",
+                out=f"raw-out-{last}",
+                payloads=payloads,
+                rate=top,  # the same absolute loads as the daemon's phases
+                seconds=args.phase_seconds,
+                soak=0.0,
+                warmup=6.0,
+            )
+        )
+        raw.stop()
         if window is not None:
             a, b = window
             span = b - a
@@ -485,16 +508,22 @@ def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, fl
         f"Daemon / raw: **{daemon / raw:.0%}**.",
         "",
         "End-to-end latency (produce time → score read from the output topic), paced load as a "
-        "share of the daemon's measured rate; first second of each phase skipped:",
+        "share of the daemon's measured rate; first second of each phase skipped. The control "
+        "is the raw pass-through at the same offered loads (same broker, producer and reader: "
+        "what the harness and the broker cost by themselves):",
         "",
         "| load | offered records/s | p50 ms | p95 ms | p99 ms | max ms "
-        "| scored_at−ts p50 / p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| scored_at−ts p50 / p99 ms | raw pass-through p50 / p99 ms (control) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    controls = {p["load"]: p for p in res.raw_phases}
     for p in res.phases:
+        c = controls.get(p["load"]) if p is not res.phases[-1] or not res.soak_rss else None
+        control = f"{c['p50']:.1f} / {c['p99']:.1f}" if c else ""
         lines.append(
             f"| {p['load']:.0%} | {p['offered']:,.0f} | {p['p50']:.1f} | {p['p95']:.1f} | "
-            f"{p['p99']:.1f} | {p['max']:.1f} | {p['scored_p50']:.1f} / {p['scored_p99']:.1f} |"
+            f"{p['p99']:.1f} | {p['max']:.1f} | {p['scored_p50']:.1f} / {p['scored_p99']:.1f} "
+            f"| {control} |"
         )
     if res.soak_growth is not None and res.soak_rss is not None:
         lines += [
