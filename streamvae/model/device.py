@@ -60,14 +60,16 @@ def score_chunk(device: torch.device) -> int:
 class HostStaging:
     """Host → device copies. On the CPU: `torch.from_numpy` (no copy at all). On CUDA: the
     array is copied into a reused page-locked (pinned) buffer and sent with
-    `non_blocking=True`, so the transfer is a DMA that overlaps the host's work instead
-    of a pageable copy through a bounce buffer. One buffer per dtype, grown on demand;
-    a lock makes concurrent callers (serving thread, retrain gate) safe."""
+    `non_blocking=True`: a DMA that overlaps the kernels queued after it instead of a
+    pageable copy through a bounce buffer. One buffer per dtype, grown on demand; before a
+    buffer is overwritten, the event recorded after its previous copy is waited for. A lock
+    makes concurrent callers (serving thread, retrain gate) safe."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._pinned = device.type == "cuda"
         self._buffers: dict[torch.dtype, torch.Tensor] = {}
+        self._copied: dict[torch.dtype, Any] = {}  # dtype -> torch.cuda.Event
         self._lock = threading.Lock()
 
     def to_device(self, array: npt.NDArray[Any]) -> torch.Tensor:
@@ -76,6 +78,9 @@ class HostStaging:
         if not self._pinned:
             return host
         with self._lock:
+            previous = self._copied.get(host.dtype)
+            if previous is not None:
+                previous.synchronize()  # the last copy out of this buffer has finished
             buf = self._buffers.get(host.dtype)
             if buf is None or buf.numel() < host.numel():
                 buf = torch.empty(max(host.numel(), 1 << 20), dtype=host.dtype).pin_memory()
@@ -83,6 +88,7 @@ class HostStaging:
             staged = buf[: host.numel()].view(host.shape)
             staged.copy_(host)
             out = staged.to(self.device, non_blocking=True)
-            # the next caller may overwrite the buffer: wait until this copy has left it
-            torch.cuda.current_stream(self.device).synchronize()
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record(torch.cuda.current_stream(self.device))
+            self._copied[host.dtype] = event
         return out
