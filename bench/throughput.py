@@ -421,7 +421,8 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         last = args.repeat - 1
         raw = Child(
             ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", "in",
-             "--out-topic", f"raw-out-{last}", "--group", f"bench-raw-{last}"],
+             "--out-topic", f"raw-out-{last}", "--group", "bench-raw-latency",
+             "--reset", "latest"],  # a fresh group at the end: not behind the soak's records
             tmp / "raw-latency.log",
         ).start()  # fmt: skip
         result.raw_phases, _ = asyncio.run(

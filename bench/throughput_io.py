@@ -306,7 +306,9 @@ class LatencyReader:
         self._stop.set()
 
 
-async def raw_worker(bootstrap: str, topic: str, out_topic: str, group: str) -> None:
+async def raw_worker(
+    bootstrap: str, topic: str, out_topic: str, group: str, reset: str = "earliest"
+) -> None:
     """The naive pass-through loop (see the module docstring); runs until SIGTERM."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -315,7 +317,7 @@ async def raw_worker(bootstrap: str, topic: str, out_topic: str, group: str) -> 
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset=reset,
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await consumer.start()
@@ -355,8 +357,9 @@ def main() -> None:
     raw.add_argument("--topic", required=True)
     raw.add_argument("--out-topic", required=True)
     raw.add_argument("--group", required=True)
+    raw.add_argument("--reset", default="earliest", choices=["earliest", "latest"])
     args = parser.parse_args()
-    asyncio.run(raw_worker(args.bootstrap, args.topic, args.out_topic, args.group))
+    asyncio.run(raw_worker(args.bootstrap, args.topic, args.out_topic, args.group, args.reset))
 
 
 if __name__ == "__main__":
