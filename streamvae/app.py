@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamvae.batching import BatchPolicy
 from streamvae.errors import ConfigError, StoreError, StreamvaeError
+from streamvae.outputs import encode_scores
 from streamvae.pipeline import (
     Codec,
     Pipeline,
@@ -144,6 +145,9 @@ def run_command(
 ) -> int:
     """`streamvae run`: serve until stopped (or until a replayed file ends)."""
     store = open_store(settings)
+    from streamvae.model.device import limit_threads
+
+    limit_threads(settings.model.threads)  # before any torch work (see limit_threads)
     broker = None
     bootstrap = settings.kafka.bootstrap_servers
     if (input_path is None or output_path is None) and bootstrap == EMBEDDED:
@@ -236,6 +240,7 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
                 decode=lambda payload, pos: decode_record(payload, spec, pos),
                 encode_score=encode_score,
                 encode_dead_letter=encode_dead_letter,
+                encode_scores=encode_scores,
             )
             pipeline = Pipeline(
                 source,

@@ -61,6 +61,12 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, gt=0)
     fetch_max_bytes: int = Field(default=52_428_800, gt=0)
     max_partition_fetch_bytes: int = Field(default=1_048_576, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        gt=0,
+        description="Longest a fetch waits at the broker for data (latency when the input "
+        "is quiet; brokers that do not answer early, like Tansu, hold every fetch this long).",
+    )
     producer_linger_ms: int = Field(default=5, ge=0)
     producer_max_batch_bytes: int = Field(default=1_048_576, gt=0)
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
@@ -106,6 +112,11 @@ class ModelSettings(_Section):
         description="Sensor names in order; empty = taken from the training data.",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="Torch intra-op threads of the daemon (0 = torch's default: one per core).",
+    )
     decoder: Literal["student_t", "gaussian"] = "student_t"
     prior: Literal["optimal", "standard"] = "optimal"
     conditional: bool = True

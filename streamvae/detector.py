@@ -42,7 +42,7 @@ import numpy.typing as npt
 import torch
 
 from streamvae.errors import TrainingError
-from streamvae.model.device import resolve_device
+from streamvae.model.device import HostStaging, resolve_device, score_chunk
 from streamvae.model.prior import Discriminator
 from streamvae.model.report import TrainingReport
 from streamvae.model.scaler import RobustScaler
@@ -64,8 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SCORE_CHUNK = 8192  # records per forward pass; bounds memory at K·chunk·D floats
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +98,7 @@ class Detector:
     data_summary: Mapping[str, Any] = field(default_factory=dict)
     _eps: torch.Tensor = field(init=False, repr=False)
     _eps_loglik: torch.Tensor = field(init=False, repr=False)
+    _staging: HostStaging = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -117,6 +116,7 @@ class Detector:
             self.model_spec.loglik_samples, self.model_spec.latent_dim, self.device
         )
         object.__setattr__(self, "_eps_loglik", eps_ll)
+        object.__setattr__(self, "_staging", HostStaging(self.device))
 
     def slots_of(self, sites: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """(B,) embedding slots (0 for unknown sites) and (B,) known flags."""
@@ -146,15 +146,19 @@ class Detector:
         scores = np.empty(len(x), dtype=np.float64)
         latent = np.empty(len(x), dtype=np.float64)
         contrib = np.empty(x.shape, dtype=np.float32)
+        chunk = score_chunk(self.device)  # records per forward pass (bounds K·chunk·D)
         with torch.inference_mode():
-            for a in range(0, len(x), SCORE_CHUNK):
-                b = min(a + SCORE_CHUNK, len(x))
-                xt = torch.from_numpy(x[a:b]).to(self.device)
-                st = torch.from_numpy(slots[a:b]).to(self.device)
+            for a in range(0, len(x), chunk):
+                b = min(a + chunk, len(x))
+                xt = self._staging.to_device(x[a:b])
+                st = self._staging.to_device(slots[a:b])
                 r = importance_score(self.vae, self.disc, xt, st, eps)
-                scores[a:b] = r.score.double().cpu().numpy()
-                latent[a:b] = r.latent.double().cpu().numpy()
-                contrib[a:b] = r.contributions.float().cpu().numpy()
+                # one device→host copy per chunk instead of three (one sync on a GPU)
+                out = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
+                host = out.cpu().numpy()
+                scores[a:b] = host[:, 0]
+                latent[a:b] = host[:, 1]
+                contrib[a:b] = host[:, 2:]
         thr = np.fromiter(
             (
                 self.thresholds.get(s, self.fallback_threshold) if k else self.fallback_threshold

@@ -226,12 +226,36 @@ class Pipeline:
             await self._deliveries.put(None)
 
     async def deliver(self) -> None:
-        """Wait for acknowledgements, then commit, strictly in batch order."""
+        """Wait for acknowledgements, then commit, strictly in batch order.
+
+        Deliveries already waiting in the queue are settled together with one commit
+        (the offsets of the last of them, per partition): settling one batch costs an ack
+        wait plus a commit round trip, and under a steady load of small batches (20 ms at
+        max_wait_ms) one commit per batch made this loop the bottleneck and the queue
+        back up (bench/throughput.py: p50 latency of ~0.8 s at half the measured maximum
+        load before, see docs/performance.md). Nothing is committed before its outputs
+        were acknowledged."""
         try:
-            while (delivery := await self._deliveries.get()) is not None:
-                await self._settle(delivery)
-                self._in_flight -= delivery.count
-                self.delivered += delivery.count
+            done = False
+            while not done:
+                group: list[_Delivery] = []
+                item = await self._deliveries.get()
+                while item is not None:
+                    group.append(item)
+                    if self._deliveries.empty():
+                        break
+                    item = self._deliveries.get_nowait()
+                done = item is None
+                if not group:
+                    continue
+                offsets: Offsets = {}
+                for delivery in group:
+                    await self._acknowledged(delivery)
+                    offsets.update(delivery.offsets)  # in batch order: the last one wins
+                await self._commit(offsets)
+                count = sum(d.count for d in group)
+                self._in_flight -= count
+                self.delivered += count
                 self._metrics.set_in_flight(self._in_flight)
                 await self._notify()
         finally:
@@ -239,8 +263,8 @@ class Pipeline:
             self._in_flight = 0
             await self._notify()
 
-    async def _settle(self, delivery: _Delivery) -> None:
-        """Wait for every ack (re-sending on failure), then commit (retrying transient errors)."""
+    async def _acknowledged(self, delivery: _Delivery) -> None:
+        """Wait for every ack of a delivery, re-sending on failure."""
         delay = self._spec.retry_initial_s
         while True:
             try:
@@ -252,10 +276,13 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._spec.retry_max_s)
                 delivery.acked = await self._send(delivery.scores, delivery.dead_letters)
+
+    async def _commit(self, offsets: Offsets) -> None:
+        """Commit `offsets`, retrying transient errors."""
         delay = self._spec.retry_initial_s
-        while delivery.offsets:
+        while offsets:
             try:
-                await self._source.commit(delivery.offsets)
+                await self._source.commit(offsets)
                 break
             except TransientError as exc:
                 self.healthy = False
@@ -337,8 +364,13 @@ class Pipeline:
             top=self._spec.top_contributions,
             scored_at=self._wall(),
         )
-        encode = self._codec.encode_score
-        scores: list[Output] = [(r.site.encode(), encode(r)) for r in rows.records]
+        codec = self._codec
+        if codec.encode_scores is not None:
+            payloads = codec.encode_scores(rows)
+        else:
+            payloads = [codec.encode_score(r) for r in rows.records]
+        keys = [r.site.encode() for r in rows.records]
+        scores: list[Output] = list(zip(keys, payloads, strict=True))
         return rows, scores, rows.rejections, seconds
 
     def _buffer_only(self, valid: list[SensorRecord]) -> None:

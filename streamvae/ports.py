@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamvae.detector import ScoredBatch
+from streamvae.outputs import ScoredRows
 from streamvae.records import DeadLetter, Rejection, ScoreRecord, SensorRecord, SourcePosition
 
 Fetched = tuple[bytes, SourcePosition]  # payload and where it came from
@@ -141,3 +142,6 @@ class Codec:
     decode: Callable[[bytes, SourcePosition], Item]
     encode_score: Callable[[ScoreRecord], bytes]
     encode_dead_letter: Callable[[DeadLetter], bytes]
+    # optional batch form of `encode_score` (same bytes for each of rows.records, faster:
+    # streamvae.outputs.encode_scores for the JSON codec)
+    encode_scores: Callable[[ScoredRows], list[bytes]] | None = None

@@ -506,6 +506,14 @@ def _round_contributions(contributions: Mapping[str, float]) -> dict[str, float 
 
 def score_json(record: ScoreRecord) -> dict[str, Any]:
     """The JSON object of a score record. Scores to 6 decimals, contributions to 5."""
+    obj = score_head_json(record)
+    obj["contributions"] = _round_contributions(record.contributions)
+    return obj
+
+
+def score_head_json(record: ScoreRecord) -> dict[str, Any]:
+    """`score_json` without its last key, "contributions" (for batch encoders that render
+    the contributions of many records at once: see streamvae.outputs.encode_scores)."""
     return {
         "site": record.site,
         "ts": _finite(record.ts),
@@ -517,7 +525,6 @@ def score_json(record: ScoreRecord) -> dict[str, Any]:
         "model_version": record.model_version,
         "position": _position_json(record.position),
         "scored_at": _round(record.scored_at, 6),
-        "contributions": _round_contributions(record.contributions),
     }
 
 
