@@ -68,12 +68,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--floor", type=float, default=None, help="scale_floor for every VAE")
     args = ap.parse_args()
     torch.set_num_threads(1)
     machines = load_smd(args.data, args.machines.split(","))
     trains = {m.name: subsample(m.train, args.stride) for m in machines}
     tspec = ThresholdSpec()
     base_train = TrainSpec(seed=0, max_epochs=args.epochs)
+    base_model = ModelSpec() if args.floor is None else ModelSpec(scale_floor=args.floor)
     if not args.no_baselines:
         per: dict[str, Detection] = {}
         t0 = time.perf_counter()
@@ -83,7 +85,7 @@ def main() -> None:
             thr = quantile_threshold(pca.score(cal_x), tspec)
             per[m.name] = detection(pca.errors(m.test).sum(axis=1), m.test_label, thr)
         print(json.dumps(_summary("PCA", per, time.perf_counter() - t0)), flush=True)
-        gauss = ModelSpec(decoder="gaussian", prior="standard", conditional=False)
+        gauss = replace(base_model, decoder="gaussian", prior="standard", conditional=False)
         per, t0 = {}, time.perf_counter()
         for m in machines:
             x = trains[m.name]
@@ -95,7 +97,7 @@ def main() -> None:
     sites = [m.name for m in machines for _ in range(len(trains[m.name]))]
     for variant in args.variant or ["ours"]:
         name, mch, tch, thch = _parse(variant)
-        model, train = replace(ModelSpec(), **mch), replace(base_train, **tch)
+        model, train = replace(base_model, **mch), replace(base_train, **tch)
         t0 = time.perf_counter()
         f = product.fit(values, sites, model=model, train=train, threshold=replace(tspec, **thch))
         per = {}

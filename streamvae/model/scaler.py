@@ -5,8 +5,13 @@ in data units) keeps constant or nearly constant sensors — common in server
 telemetry such as SMD — from turning tiny deviations into huge values.
 
 Statistics are kept per site (sites with at least `MIN_SITE_RECORDS` training
-records) plus pooled over all sites. A site without its own statistics (too
-few records, or unknown to the model) is standardized with the pooled ones.
+records) plus pooled over all sites. A site's scale is shrunk toward the pooled
+one in log space with weight n / (n + `SHRINK_RECORDS`) on its own: the IQR of a
+short window of a new site (a few hundred records) is often far narrower than
+its long-run range, and trusting it fully turned normal later variation into
+large deviations (few-shot experiment, docs/model.md "Quality decisions").
+A site without its own statistics (too few records, or unknown to the model)
+is standardized with the pooled ones.
 Per-site statistics put every site's normal operating range on the same
 standardized scale, so a deviation counts by how unusual it is *for that site*;
 pooled statistics let a site with wide ranges inflate every other site's scale.
@@ -24,6 +29,7 @@ import numpy.typing as npt
 
 IQR_TO_SD = 1.349
 MIN_SITE_RECORDS = 50  # fewer training records: the site uses the pooled statistics
+SHRINK_RECORDS = 500.0  # pseudo-count pulling a site's log scale toward the pooled one
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (center (D,), scale (D,))
 
@@ -84,7 +90,10 @@ class RobustScaler:
             for s in sorted(set(names[finite].tolist())):
                 rows = x[finite & (names == s)]
                 if len(rows) >= min_site_records:
-                    per_site[str(s)] = _stats(rows, floor)
+                    c, v = _stats(rows, floor)
+                    w = len(rows) / (len(rows) + SHRINK_RECORDS)
+                    shrunk = np.exp(w * np.log(v) + (1 - w) * np.log(scale))
+                    per_site[str(s)] = (c, tuple(float(a) for a in shrunk))
         return cls(center, scale, per_site)
 
     def with_sites(self, other: RobustScaler) -> RobustScaler:

@@ -23,9 +23,10 @@ def test_each_site_standardized_with_its_own_statistics(scaler: RobustScaler) ->
     assert sorted(scaler.sites) == ["a", "b"]
     x = np.array([[10.0, 10.0], [-5.0, -5.0]])
     out = scaler.transform(x, ["a", "b"])
-    np.testing.assert_allclose(out, 0.0, atol=0.3)
-    np.testing.assert_allclose(scaler.sites["a"][1], 2.0, rtol=0.2)
-    np.testing.assert_allclose(scaler.sites["b"][1], 0.5, rtol=0.2)
+    np.testing.assert_allclose(out, 0.0, atol=0.3)  # own centers
+    pooled = np.asarray(scaler.scale)
+    assert (np.asarray(scaler.sites["a"][1]) < pooled).all()
+    assert (np.asarray(scaler.sites["b"][1]) < np.asarray(scaler.sites["a"][1])).all()
 
 
 @pytest.mark.parametrize("site", ["few", "never-seen"])
@@ -36,8 +37,8 @@ def test_small_and_unknown_sites_use_pooled_statistics(scaler: RobustScaler, sit
 
 
 def test_floor_and_round_trip(scaler: RobustScaler) -> None:
-    const = RobustScaler.fit(np.ones((100, 3)), 0.05, ["s"] * 100)
-    assert const.sites["s"][1] == (0.05, 0.05, 0.05)
+    const = RobustScaler.fit(np.ones((100, 3)), 0.05, ["s"] * 100)  # pooled = site
+    assert const.sites["s"][1] == pytest.approx((0.05, 0.05, 0.05))
     back = RobustScaler.from_dict(scaler.to_dict())
     assert back == scaler
     x = np.array([[1.0, 2.0], [3.0, 4.0]])
