@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,33 @@ def train_tiny(version: str, seed: int) -> Any:
         device="cpu",
         version=version,
     )
+
+
+def setup_case(
+    broker: Any,
+    topics: Callable[..., str],
+    tmp_path: Path,
+    *,
+    models: Iterable[Any] = (),
+    promote: str | None = None,
+    partitions: int = 2,
+    **sections: dict[str, Any],
+) -> tuple[tuple[str, str, str], str, Path]:
+    """One test daemon's world: input/output topics with `partitions` partitions and a
+    one-partition dead-letter topic, a store at tmp_path/store holding `models` (with
+    `promote` current), and a config at tmp_path/c.toml. Returns (topics, group, config)."""
+    names = (topics("in", partitions), topics("out", partitions), topics("dlq", 1))
+    group = f"g-{names[0]}"
+    store = store_with(tmp_path / "store", models, promote)
+    config = write_config(
+        tmp_path / "c.toml",
+        bootstrap=broker.bootstrap_servers,
+        topics=names,
+        group=group,
+        store=store,
+        **sections,
+    )
+    return names, group, config
 
 
 def store_with(root: Path, models: Iterable[Any], promote: str | None) -> Path:

@@ -16,9 +16,8 @@ from tests.integration.daemon_harness import (
     offsets,
     produce,
     read_outputs,
-    store_with,
+    setup_case,
     valid,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -30,15 +29,13 @@ async def test_every_record_one_output_and_commits_at_end(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names = (topics("in", 3), topics("out", 3), topics("dlq", 1))
-    group = f"g-{names[0]}"
-    store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=group,
-        store=store,
+    names, group, config = setup_case(
+        broker,
+        topics,
+        tmp_path,
+        models=[tiny_models["v1"]],
+        promote="v1",
+        partitions=3,
         output={"top_contributions": 2},
     )
     corpus = [*mixed(400, invalid_every=5), valid(9999, site="brand-new-site")]

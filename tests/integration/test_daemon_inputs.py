@@ -25,6 +25,7 @@ from tests.integration.daemon_harness import (
     offsets,
     produce,
     read_outputs,
+    setup_case,
     store_with,
     valid,
     write_config,
@@ -63,15 +64,12 @@ async def test_fuzzed_inputs_never_crash_the_daemon(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names = (topics("in", 2), topics("out", 2), topics("dlq", 1))
-    group = f"g-{names[0]}"
-    store = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=group,
-        store=store,
+    names, group, config = setup_case(
+        broker,
+        topics,
+        tmp_path,
+        models=[tiny_models["v1"]],
+        promote="v1",
         kafka={"max_partition_fetch_bytes": 1_048_576},
     )
     corpus = [valid(0), *fuzz_corpus(), valid(1)]

@@ -17,9 +17,8 @@ from tests.integration.daemon_harness import (
     offsets,
     produce,
     read_outputs,
-    store_with,
+    setup_case,
     trickle,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -31,17 +30,10 @@ async def test_hot_swap_mid_stream_and_corrupt_artifact_rejected(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names = (topics("in", 2), topics("out", 2), topics("dlq", 1))
-    group = f"g-{names[0]}"
-    root = store_with(tmp_path / "store", [tiny_models["v1"]], "v1")
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=group,
-        store=root,
+    names, group, config = setup_case(
+        broker, topics, tmp_path, models=[tiny_models["v1"]], promote="v1"
     )
-    store = ModelStore(root)
+    store = ModelStore(tmp_path / "store")
     corpus = mixed(4000)
     daemon = Daemon(config, tmp_path / "d.log").start()
     try:
@@ -55,7 +47,9 @@ async def test_hot_swap_mid_stream_and_corrupt_artifact_rejected(
         await asyncio.to_thread(daemon.wait_log, r"serving model v2", 10)
         broken = dataclasses.replace(tiny_models["v2"], version="v3")  # type: ignore[type-var]
         store.save(broken)
-        (root / "versions" / "v3" / "weights.safetensors").write_bytes(b"\x00garbage" * 10)
+        (tmp_path / "store" / "versions" / "v3" / "weights.safetensors").write_bytes(
+            b"\x00garbage" * 10
+        )
         store.promote("v3")
         await asyncio.to_thread(daemon.wait_log, r"model v3 rejected", 10)
         await feeding
@@ -83,15 +77,8 @@ async def test_no_model_means_not_ready_and_no_consumption(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names = (topics("in", 1), topics("out", 1), topics("dlq", 1))
-    root = store_with(tmp_path / "store", [], None)
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=f"g-{names[0]}",
-        store=root,
-    )
+    names, _group, config = setup_case(broker, topics, tmp_path, partitions=1)
+    root = tmp_path / "store"
     corpus = mixed(50)
     await produce(broker.bootstrap_servers, names[0], corpus)
     daemon = Daemon(config, tmp_path / "d.log").start()
@@ -121,14 +108,10 @@ async def test_no_model_means_not_ready_and_no_consumption(
 async def test_without_a_model_buffers_then_serves_the_first_trained_model(
     broker: EmbeddedBroker, topics: Callable[..., str], tmp_path: Path
 ) -> None:
-    names = (topics("in", 2), topics("out", 2), topics("dlq", 1))
-    root = store_with(tmp_path / "store", [], None)
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=f"g-{names[0]}",
-        store=root,
+    names, _group, config = setup_case(
+        broker,
+        topics,
+        tmp_path,
         service={"wait_for_model": False, "shutdown_timeout_s": 10.0},
         model={
             "features": ["a", "b", "c"],

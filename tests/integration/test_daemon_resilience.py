@@ -17,34 +17,11 @@ from tests.integration.daemon_harness import (
     offsets,
     produce,
     read_outputs,
-    store_with,
+    setup_case,
     trickle,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def setup_case(
-    broker: EmbeddedBroker,
-    topics: Callable[..., str],
-    tmp_path: Path,
-    model: object,
-    partitions: int = 4,
-    **sections: dict[str, object],
-) -> tuple[tuple[str, str, str], str, Path]:
-    names = (topics("in", partitions), topics("out", partitions), topics("dlq", 1))
-    group = f"g-{names[0]}"
-    store = store_with(tmp_path / "store", [model], "v1")
-    config = write_config(
-        tmp_path / "c.toml",
-        bootstrap=broker.bootstrap_servers,
-        topics=names,
-        group=group,
-        store=store,
-        **sections,
-    )
-    return names, group, config
 
 
 def covered(outputs: list, n: int) -> set[tuple[int, int]]:  # type: ignore[type-arg]
@@ -57,7 +34,9 @@ async def test_kill9_then_restart_loses_nothing(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names, group, config = setup_case(broker, topics, tmp_path, tiny_models["v1"])
+    names, group, config = setup_case(
+        broker, topics, tmp_path, models=[tiny_models["v1"]], promote="v1", partitions=4
+    )
     corpus = mixed(3000)
     first = Daemon(config, tmp_path / "first.log").start()
     second = Daemon(config, tmp_path / "second.log")
@@ -93,7 +72,9 @@ async def test_two_instances_share_and_survive_a_rebalance(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names, group, config = setup_case(broker, topics, tmp_path, tiny_models["v1"])
+    names, group, config = setup_case(
+        broker, topics, tmp_path, models=[tiny_models["v1"]], promote="v1", partitions=4
+    )
     corpus = mixed(3000)
     a = Daemon(config, tmp_path / "a.log").start()
     b = Daemon(config, tmp_path / "b.log").start()
@@ -131,7 +112,9 @@ async def test_sigterm_under_load_exits_zero_and_commits(
         broker,
         topics,
         tmp_path,
-        tiny_models["v1"],
+        models=[tiny_models["v1"]],
+        promote="v1",
+        partitions=4,
         batching={"max_records": 16, "max_wait_ms": 5},
         service={"shutdown_timeout_s": 5.0},
     )
