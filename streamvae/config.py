@@ -122,7 +122,7 @@ class ModelSettings(_Section):
     )
     scale_floor: float = Field(default=0.01, gt=0)
     site_scaling: bool = Field(
-        default=True,
+        default=False,
         description="Robust scaler statistics per site (pooled for sites with few records).",
     )
 

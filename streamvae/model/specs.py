@@ -34,7 +34,7 @@ class ModelSpec:
     importance_samples: int = 1
     loglik_samples: int = 32
     scale_floor: float = 0.01
-    site_scaling: bool = True
+    site_scaling: bool = False
     encoder_dropout: float = 0.1
     discriminator_dropout: float = 0.5
 
