@@ -39,7 +39,8 @@ from streamvae.model.training import build
 
 log = logging.getLogger(__name__)
 
-FORMAT = "streamvae-detector/1"
+FORMAT = "streamvae-detector/2"  # 2: per-site scaler statistics ("scaler.sites")
+READABLE = frozenset({"streamvae-detector/1", FORMAT})  # 1 = pooled scaler only
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
 
@@ -142,7 +143,7 @@ def read_artifact(directory: Path, device: str = "cpu") -> Detector:
         meta = json.loads(meta_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{meta_path}: not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in READABLE:
         raise ArtifactError(f"{meta_path}: unknown format {meta.get('format')!r}")
     if meta.get("meta_sha256") != hashlib.sha256(_canonical(meta)).hexdigest():
         raise ArtifactError(f"{meta_path}: metadata checksum mismatch (edited or corrupt)")
@@ -159,6 +160,8 @@ def read_artifact(directory: Path, device: str = "cpu") -> Detector:
 def _build(meta: dict[str, Any], weights: Path, device: str) -> Detector:
     features = tuple(str(f) for f in meta["features"])
     mspec = ModelSpec.from_dict(meta["model_spec"])
+    if meta["format"] != FORMAT and "sites" in meta["scaler"]:
+        raise ArtifactError(f"format {meta['format']} has no per-site scaler statistics")
     scaler = RobustScaler.from_dict(meta["scaler"])
     if len(scaler.center) != len(features):
         raise ArtifactError(f"scaler has {len(scaler.center)} sensors, features {len(features)}")

@@ -132,6 +132,10 @@ class ModelSettings(_Section):
         default=32, gt=0, description="K for held-out log-likelihood (retraining gate)."
     )
     scale_floor: float = Field(default=0.01, gt=0)
+    site_scaling: bool = Field(
+        default=False,
+        description="Robust scaler statistics per site (pooled for sites with few records).",
+    )
 
     @model_validator(mode="after")
     def _hidden_positive(self) -> ModelSettings:

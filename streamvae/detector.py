@@ -142,7 +142,7 @@ class Detector:
         if len(sites) != values.shape[0]:
             raise ValueError("values and sites differ in length")
         slots, known = self.slots_of(sites)
-        x = self.scaler.transform(values)
+        x = self.scaler.transform(values, sites)  # sites without statistics: pooled
         scores = np.empty(len(x), dtype=np.float64)
         latent = np.empty(len(x), dtype=np.float64)
         contrib = np.empty(x.shape, dtype=np.float32)
@@ -210,7 +210,8 @@ def train_detector(
     Rows with NaN/inf are dropped (counted in `data_summary`). A random
     `validation_fraction` of rows is held out for early stopping and threshold
     calibration. Warm start from `init` when its features and architecture
-    match (its scaler and site slots are kept; new sites' embeddings start
+    match (its scaler and site slots are kept, new sites get their own scaler
+    statistics if the old scaler has per-site ones; new sites' embeddings start
     from the pooled slot 0). Deterministic given `train_spec.seed`.
     Raises `TrainingError` for unusable data.
     """
@@ -243,8 +244,11 @@ def train_detector(
     n_val = min(len(x) - 1, max(1, round(train_spec.validation_fraction * len(x))))
     val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
-    scaler = init.scaler if warm and init else RobustScaler.fit(x[tr_idx], model_spec.scale_floor)
-    xs = scaler.transform(x)
+    fit_sites = site_arr[tr_idx].tolist() if model_spec.site_scaling else None
+    scaler = RobustScaler.fit(x[tr_idx], model_spec.scale_floor, fit_sites)
+    if warm and init:  # keep the weights' meaning: old sites keep their statistics
+        scaler = init.scaler.with_sites(scaler) if init.scaler.sites else init.scaler
+    xs = scaler.transform(x, site_arr.tolist())
     init_states = _warm_states(init, slots_map) if warm and init else None
     result = fit(
         xs[tr_idx],

@@ -110,7 +110,13 @@ def evaluate(
     """
     if len(sites) == 0:
         return {}
-    log_scale = float(getattr(getattr(detector, "scaler", None), "log_scale_sum", 0.0))
+    scaler = getattr(detector, "scaler", None)
+    per_row = getattr(scaler, "log_scale_sums", None)  # per-site scaler statistics
+    log_scale = (
+        np.asarray(per_row(sites), dtype=np.float64)
+        if per_row is not None
+        else float(getattr(scaler, "log_scale_sum", 0.0))
+    )
     loglik = np.asarray(detector.loglik(values, sites), dtype=np.float64) - log_scale
     scored = detector.score(values, sites)
     over = np.asarray(scored.scores, dtype=np.float64) > np.asarray(scored.thresholds)

@@ -56,6 +56,7 @@ def specs_from_settings(settings: Any) -> tuple[ModelSpec, TrainSpec, ThresholdS
         importance_samples=m.importance_samples,
         loglik_samples=m.loglik_samples,
         scale_floor=m.scale_floor,
+        site_scaling=m.site_scaling,
     )
     train = TrainSpec(
         seed=t.seed,

@@ -34,6 +34,7 @@ class ModelSpec:
     importance_samples: int = 1
     loglik_samples: int = 32
     scale_floor: float = 0.01
+    site_scaling: bool = False
     encoder_dropout: float = 0.1
     discriminator_dropout: float = 0.5
 
@@ -59,6 +60,7 @@ class ModelSpec:
         d.pop("importance_samples")
         d.pop("loglik_samples")
         d.pop("scale_floor")
+        d.pop("site_scaling")
         d.pop("encoder_dropout")
         d.pop("discriminator_dropout")
         return d

@@ -40,6 +40,11 @@ MODEL = ModelSpec(
     site_embedding_dim=2,
     site_capacity=16,
     importance_samples=4,
+    # Pooled scaler statistics, as this flow was tuned with. With per-site statistics
+    # the new site's FPR after promotion sits at the edge of the bound below
+    # (measured over data seeds 2-4: 0.09-0.10 per-site vs 0.05-0.11 pooled): its
+    # location-shifted fallback threshold comes from optimistic training-part scores.
+    site_scaling=False,
 )
 TRAIN = TrainSpec(
     seed=0,

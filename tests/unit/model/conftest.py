@@ -43,8 +43,9 @@ def make_sites(
 
 
 TINY_MODEL = ModelSpec(
-    hidden=(32, 32), discriminator_hidden=(16, 16), latent_dim=4, site_capacity=16
-)
+    hidden=(32, 32), discriminator_hidden=(16, 16), latent_dim=4, site_capacity=16,
+    site_scaling=True,  # exercise the per-site scaler path (off by default)
+)  # fmt: skip
 TINY_TRAIN = TrainSpec(
     max_epochs=4, discriminator_epochs_per_cycle=2, kl_warmup_epochs=1, batch_size=128
 )

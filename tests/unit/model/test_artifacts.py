@@ -144,3 +144,31 @@ def test_round_trip_unconditional_gaussian(store: ModelStore, site_data: SiteDat
     assert dict(loaded.sites) == dict(det.sites)
     x, s = site_data.values[:20], site_data.sites[:20]
     np.testing.assert_array_equal(loaded.score(x, s).scores, det.score(x, s).scores)
+
+
+def _rehash(meta_path: Path, meta: dict[str, object]) -> None:
+    import hashlib
+
+    from streamvae.artifact_format import _canonical
+
+    meta.pop("meta_sha256", None)
+    meta["meta_sha256"] = hashlib.sha256(_canonical(meta)).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_format_1_artifact_loads_with_pooled_scaler(store: ModelStore, detector: Detector) -> None:
+    """Format 1 (pooled scaler only) stays readable; per-site statistics need format 2."""
+    v = store.save(detector)
+    path = store.versions_dir / v / "meta.json"
+    meta = json.loads(path.read_text())
+    assert meta["format"] == "streamvae-detector/2"
+    assert meta["scaler"]["sites"]
+    meta["format"] = "streamvae-detector/1"
+    _rehash(path, meta)
+    with pytest.raises(ArtifactError, match="per-site"):
+        store.load(v)
+    del meta["scaler"]["sites"]
+    _rehash(path, meta)
+    loaded = store.load(v)
+    assert not loaded.scaler.sites
+    assert loaded.scaler.center == detector.scaler.center

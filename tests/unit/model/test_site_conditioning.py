@@ -16,7 +16,12 @@ from streamvae.detector import Detector, ModelSpec, ThresholdSpec, TrainSpec, tr
 from tests.unit.model.conftest import SiteData, make_sites
 
 N_SITES = 3
-SPEC = ModelSpec(hidden=(32, 32), discriminator_hidden=(16, 16), latent_dim=4, site_capacity=8)
+# site_scaling off: per-site standardization would remove the offsets before the
+# networks see them; this test measures what the networks do with site information
+SPEC = ModelSpec(
+    hidden=(32, 32), discriminator_hidden=(16, 16), latent_dim=4, site_capacity=8,
+    site_scaling=False,
+)  # fmt: skip
 TRAIN = TrainSpec(
     max_epochs=12, batch_size=64, learning_rate=3e-3, kl_warmup_epochs=2,
     discriminator_epochs_per_cycle=3, site_dropout=0.0,
@@ -25,7 +30,7 @@ TRAIN = TrainSpec(
 
 def site_accuracy(det: Detector, data: SiteData, seed: int = 0) -> float:
     slots, _ = det.slots_of(data.sites)
-    x = torch.from_numpy(det.scaler.transform(data.values))
+    x = torch.from_numpy(det.scaler.transform(data.values, data.sites))
     g = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         q = det.vae.encode(x, torch.from_numpy(slots))

@@ -113,7 +113,16 @@ def test_warm_start_keeps_slots_and_adds_sites(site_data: SiteData, detector: De
     for site, slot in detector.sites.items():
         assert warm.sites[site] == slot
     assert warm.sites["site-3"] not in detector.sites.values()
-    assert warm.scaler == detector.scaler
+    # the old sites keep their scaler statistics (the weights keep their meaning);
+    # the new site gets its own
+    assert (warm.scaler.center, warm.scaler.scale) == (
+        detector.scaler.center,
+        detector.scaler.scale,
+    )
+    for site, stats in detector.scaler.sites.items():
+        assert warm.scaler.sites[site] == stats
+    assert "site-3" in warm.scaler.sites
+    assert "site-3" not in detector.scaler.sites
     cold = tiny_detector(more, version="v3", init=detector, hidden=(16, 16))
     assert not cold.report.warm_started
 
