@@ -54,15 +54,13 @@ def stack_values(records: Sequence[SensorRecord]) -> npt.NDArray[np.float32]:
     return np.array([r.values for r in records], dtype=np.float32)
 
 
-def record_payload(record: SensorRecord, features: Sequence[str]) -> bytes:
-    """A JSON rendering of a decoded record (for dead letters of records that decoded)."""
-    return orjson.dumps(
-        {
-            "site": record.site,
-            "ts": record.ts,
-            "values": dict(zip(features, record.values, strict=False)),
-        }
+def record_payload(record: SensorRecord, features: Sequence[str] | None) -> bytes:
+    """A JSON rendering of a decoded record (for dead letters of records that decoded);
+    `values` as a list in feature order when the feature names are not known."""
+    values: dict[str, float] | list[float] = (
+        dict(zip(features, record.values, strict=False)) if features else list(record.values)
     )
+    return orjson.dumps({"site": record.site, "ts": record.ts, "values": values})
 
 
 def _contributions(

@@ -316,7 +316,7 @@ class Pipeline:
         seconds = 0.0
         rows = None
         if valid and model is None:
-            self._buffer_only(valid)
+            rejected.extend(self._buffer_only(valid))
         if valid and model is not None:
             rows, scores, failed, seconds = await asyncio.to_thread(self._score_sync, model, valid)
             rejected.extend(failed)
@@ -373,9 +373,11 @@ class Pipeline:
         scores: list[Output] = list(zip(keys, payloads, strict=True))
         return rows, scores, rows.rejections, seconds
 
-    def _buffer_only(self, valid: list[SensorRecord]) -> None:
+    def _buffer_only(self, valid: list[SensorRecord]) -> list[Rejection]:
         """No model yet (`wait_for_model = false`): hand valid records to the training sink
-        for the first training; they get no score record. Without a sink: NotReadyError."""
+        for the first training. They get no score, so each becomes a `no_model` dead letter
+        (replayable once a model exists): no record ends without an output.
+        Without a sink: NotReadyError."""
         if self._training is None:
             raise NotReadyError("no model to score with and no training sink to buffer into")
         if not self._buffered:
@@ -384,6 +386,12 @@ class Pipeline:
         ts = np.array([r.ts for r in valid], dtype=np.float64)
         normal = np.ones(len(valid), dtype=np.bool_)
         self._training.offer([r.site for r in valid], stack_values(valid), ts, normal)
+        features = self._model.features
+        detail = "no model yet: buffered for the first training, not scored"
+        return [
+            Rejection(Reason.NO_MODEL, detail, record_payload(r, features), r.position, r.site)
+            for r in valid
+        ]
 
     def _record(
         self,

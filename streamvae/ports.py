@@ -68,6 +68,8 @@ class ModelView(Protocol):
 
     @property
     def current(self) -> Scorer | None: ...
+    @property
+    def features(self) -> tuple[str, ...] | None: ...
 
 
 class PipelineMetrics(Protocol):

@@ -65,6 +65,7 @@ class Reason(enum.StrEnum):
     UNKNOWN_FEATURE = "unknown_feature"  # values object has an unconfigured feature
     TOO_LARGE = "too_large"  # message larger than the configured limit
     SCORING_FAILED = "scoring_failed"  # the model could not score it (never expected)
+    NO_MODEL = "no_model"  # valid, buffered for the first training before any model existed
 
 
 @dataclass(frozen=True, slots=True)

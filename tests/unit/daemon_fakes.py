@@ -84,6 +84,7 @@ class FakeStore:
 class Holder:
     def __init__(self, current: FakeDetector | None) -> None:
         self.current = current
+        self.features: tuple[str, ...] | None = FEATURES
 
 
 class ListSource:

@@ -173,7 +173,8 @@ async def test_without_a_model_valid_records_are_buffered_unscored() -> None:
     holder.current = None
     await run(pipe)
     assert sink.scores == []
-    assert len(sink.dead) == 3
+    assert len(sink.dead) == 12  # 3 invalid + 9 buffered unscored: every record has an output
+    assert sum(d["reason"] == "no_model" for d in sink.dead) == 9
     assert sum(len(o[0]) for o in training.offers) == 9
     assert all(o[3].all() for o in training.offers)
     assert source.committed == {("in", 0): 12}

@@ -140,7 +140,7 @@ def test_every_input_reason_is_covered() -> None:
         Reason.BAD_SITE, Reason.BAD_TIMESTAMP, Reason.NON_FINITE, Reason.WRONG_LENGTH,
         Reason.MISSING_FEATURE, Reason.UNKNOWN_FEATURE, Reason.TOO_LARGE,
     }  # fmt: skip
-    assert covered | {Reason.SCORING_FAILED} == set(Reason)
+    assert covered | {Reason.SCORING_FAILED, Reason.NO_MODEL} == set(Reason)
 
 
 def test_unknown_feature_ignore() -> None:
@@ -223,7 +223,7 @@ def test_csv_rejection_keeps_raw_line() -> None:
 
 # --- properties ----------------------------------------------------------------------
 
-_VALID_REASONS = set(Reason) - {Reason.SCORING_FAILED}
+_VALID_REASONS = set(Reason) - {Reason.SCORING_FAILED, Reason.NO_MODEL}
 
 
 def _check(result: SensorRecord | Rejection, spec: DecoderSpec) -> None:
