@@ -51,12 +51,12 @@ class ShutdownTimeoutError(StreamvaeError):
 
 
 @dataclass
-class _State:
+class DaemonState:
     """One run: its inputs, and what the health endpoints read."""
 
-    run: _Run
+    run: RunSpec
     holder: ModelHolder
-    instruments: _Instruments
+    instruments: Instruments
     pipeline: Pipeline | None = None
     connected: bool = False
     broker_ok: bool = True
@@ -110,18 +110,18 @@ def open_store(settings: Settings) -> StoreView:
 
 
 @dataclass(frozen=True, slots=True)
-class _Instruments:
+class Instruments:
     serving: PipelineMetrics
     training: Any  # streamvae.metrics.TrainingMetrics
     render: Callable[[], bytes]
 
 
-def make_metrics(settings: Settings) -> _Instruments:
+def make_metrics(settings: Settings) -> Instruments:
     """Serving and training instruments on one fresh registry, and its /metrics renderer."""
     from streamvae.metrics import ServingMetrics, TrainingMetrics, new_registry, render
 
     registry = new_registry()
-    return _Instruments(
+    return Instruments(
         serving=ServingMetrics(registry, max_site_labels=settings.metrics.max_site_labels),
         training=TrainingMetrics(registry),
         render=lambda: render(registry),
@@ -160,14 +160,14 @@ def run_command(
         bootstrap = broker.bootstrap_servers
         log.info("embedded broker at %s", bootstrap)
     try:
-        return asyncio.run(_main(_Run(settings, store, input_path, output_path, bootstrap)))
+        return asyncio.run(_main(RunSpec(settings, store, input_path, output_path, bootstrap)))
     finally:
         if broker is not None:
             broker.stop()
 
 
 @dataclass(frozen=True, slots=True)
-class _Run:
+class RunSpec:
     settings: Settings
     store: StoreView
     input_path: str | None
@@ -175,7 +175,7 @@ class _Run:
     bootstrap: str
 
 
-async def _main(run: _Run) -> int:
+async def _main(run: RunSpec) -> int:
     settings = run.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -189,16 +189,18 @@ async def _main(run: _Run) -> int:
         features=initial_features(settings),
         poll_interval_s=settings.store.poll_interval_s,
     )
-    state = _State(run, holder, instruments)
+    state = DaemonState(run, holder, instruments)
     await holder.refresh()  # the first look at the store: StoreError here is fatal
     code = 0
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(holder.watch(stop))
             tg.create_task(_http(settings, instruments.render, state, stop))
-            tg.create_task(_readiness(state, stop))
-            tg.create_task(_deadline(stop, state.finished, settings.service.shutdown_timeout_s))
-            tg.create_task(_serve(tg, state, stop))
+            tg.create_task(track_readiness(state, stop))
+            tg.create_task(
+                shutdown_deadline(stop, state.finished, settings.service.shutdown_timeout_s)
+            )
+            tg.create_task(serve(tg, state, stop))
     except* ShutdownTimeoutError:
         log.error("shutdown deadline of %.1fs missed", settings.service.shutdown_timeout_s)
         code = 1
@@ -211,7 +213,7 @@ async def _main(run: _Run) -> int:
     return code
 
 
-async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> None:
+async def serve(tg: asyncio.TaskGroup, state: DaemonState, stop: asyncio.Event) -> None:
     """Wait for a model (or buffer without one), connect, run the pipeline, disconnect."""
     try:
         if not await _model_or_buffering(state, stop):
@@ -263,14 +265,14 @@ async def _serve(tg: asyncio.TaskGroup, state: _State, stop: asyncio.Event) -> N
             log.info("pipeline stopped after delivering %d records", pipeline.delivered)
         finally:
             state.connected = False
-            await _close("consumer", source.stop())
-            await _close("producer", sink.stop())
+            await close_quietly("consumer", source.stop())
+            await close_quietly("producer", sink.stop())
     finally:
         state.finished.set()
         stop.set()  # a replayed file has ended: let the other tasks go too
 
 
-def _retrainer(state: _State, features: tuple[str, ...]) -> Retrainer:
+def _retrainer(state: DaemonState, features: tuple[str, ...]) -> Retrainer:
     """The in-daemon retrainer (always the training sink; `retraining.enabled` gates passes)."""
     from streamvae.retrain_setup import build_retrainer
 
@@ -289,7 +291,7 @@ def _retrainer(state: _State, features: tuple[str, ...]) -> Retrainer:
     )
 
 
-async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
+async def _model_or_buffering(state: DaemonState, stop: asyncio.Event) -> bool:
     """True once a model is loaded, or at once when the daemon may buffer without one
     (`service.wait_for_model = false` and the features are known); False on stop."""
     holder, settings = state.holder, state.run.settings
@@ -311,7 +313,7 @@ async def _model_or_buffering(state: _State, stop: asyncio.Event) -> bool:
     return holder.current is not None and not stop.is_set()
 
 
-async def _watch_broker(state: _State, sink: KafkaSink, stop: asyncio.Event) -> None:
+async def _watch_broker(state: DaemonState, sink: KafkaSink, stop: asyncio.Event) -> None:
     """Probe the cluster every few seconds; an unreachable broker makes the daemon not ready
     (the clients keep retrying on their own; nothing exits)."""
     while not stop.is_set():
@@ -327,7 +329,7 @@ async def _watch_broker(state: _State, sink: KafkaSink, stop: asyncio.Event) -> 
                 await stop.wait()
 
 
-async def _close(what: str, closing: Coroutine[Any, Any, None]) -> None:
+async def close_quietly(what: str, closing: Coroutine[Any, Any, None]) -> None:
     try:
         async with asyncio.timeout(10):
             await closing
@@ -335,7 +337,7 @@ async def _close(what: str, closing: Coroutine[Any, Any, None]) -> None:
         log.warning("closing the %s failed: %s", what, exc)
 
 
-async def _deadline(stop: asyncio.Event, finished: asyncio.Event, timeout_s: float) -> None:
+async def shutdown_deadline(stop: asyncio.Event, finished: asyncio.Event, timeout_s: float) -> None:
     await stop.wait()
     try:
         async with asyncio.timeout(timeout_s):
@@ -344,7 +346,7 @@ async def _deadline(stop: asyncio.Event, finished: asyncio.Event, timeout_s: flo
         raise ShutdownTimeoutError(f"still busy {timeout_s}s after the stop signal") from None
 
 
-async def _readiness(state: _State, stop: asyncio.Event) -> None:
+async def track_readiness(state: DaemonState, stop: asyncio.Event) -> None:
     metrics = state.instruments.serving
     last: bool | None = None
     while not stop.is_set():
@@ -360,7 +362,7 @@ async def _readiness(state: _State, stop: asyncio.Event) -> None:
 
 
 async def _http(
-    settings: Settings, render: Callable[[], bytes], state: _State, stop: asyncio.Event
+    settings: Settings, render: Callable[[], bytes], state: DaemonState, stop: asyncio.Event
 ) -> None:
     from streamvae.httpd import serve_http
 

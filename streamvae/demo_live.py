@@ -234,8 +234,8 @@ class _Live:
             features=self.sim.features,
             poll_interval_s=settings.store.poll_interval_s,
         )
-        run = app._Run(settings, self.store, None, None, self.bootstrap)
-        state = app._State(run, holder, instruments)
+        run = app.RunSpec(settings, self.store, None, None, self.bootstrap)
+        state = app.DaemonState(run, holder, instruments)
         await holder.refresh()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         async with asyncio.TaskGroup() as tg:
@@ -251,10 +251,10 @@ class _Live:
                     bound=bound,
                 )
             )
-            tg.create_task(app._readiness(state, self.stop))
-            tg.create_task(app._serve(tg, state, self.stop))
+            tg.create_task(app.track_readiness(state, self.stop))
+            tg.create_task(app.serve(tg, state, self.stop))
             timeout = settings.service.shutdown_timeout_s
-            tg.create_task(app._deadline(self.stop, state.finished, timeout))
+            tg.create_task(app.shutdown_deadline(self.stop, state.finished, timeout))
             port = await bound
             self.metrics_url = f"http://{settings.metrics.host}:{port}/metrics"
             self.console.note(f"metrics at {self.metrics_url}")
@@ -319,7 +319,7 @@ class _Live:
                         await asyncio.gather(*pending, return_exceptions=True)
         finally:
             self.produced_all.set()
-            await app._close("demo producer", sink.stop())
+            await app.close_quietly("demo producer", sink.stop())
 
     async def _consume(self) -> None:
         """Read the daemon's score records: they feed the view and the summary."""
@@ -364,7 +364,7 @@ class _Live:
                         )
                     )
         finally:
-            await app._close("demo consumer", source.stop())
+            await app.close_quietly("demo consumer", source.stop())
 
     async def _view(self, holder: ModelHolder, events: list[tuple[str, str, float]]) -> None:
         """Refresh the terminal view; turn retrainer outcomes into model events."""
