@@ -2,20 +2,22 @@
 
 `KafkaSource` (consumer group, auto-commit off, pause/resume, commits only what the
 pipeline says, lag from fetch highwater marks, revocation → `on_revoke` → drain) and
-`KafkaSink` (outputs grouped by partition into producer batches; the returned awaitable
-completes when the broker acknowledged all of them) implement the pipeline's Source and
-Sink. Every failure that a broker outage can cause surfaces as `TransientError`; clients
-are (re)started with exponential backoff and never give up while the daemon runs.
+`KafkaSink` (outputs appended to per-partition record batches that it hands to the
+producer itself; the returned awaitable completes when the broker acknowledged all of
+them) implement the pipeline's Source and Sink. Every failure that a broker outage can
+cause surfaces as `TransientError`; clients are (re)started with exponential backoff
+and never give up while the daemon runs.
 `produce_command` publishes JSONL/CSV files to a topic, keyed by site.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -290,8 +292,41 @@ class KafkaSource:
         return out
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One producer batch being filled, and the ack of everything appended to it."""
+
+    builder: Any  # aiokafka BatchBuilder
+    acked: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Batches of one (topic, partition) not yet handed to the producer: the last one open."""
+
+    topic: str
+    partition: int
+    batches: collections.deque[_Batch] = field(default_factory=collections.deque)
+    flushing: bool = False
+
+
 class KafkaSink:
-    """Producer of score records and dead letters (a pipeline Sink)."""
+    """Producer of score records and dead letters (a pipeline Sink).
+
+    Outputs are appended to per-partition record batches that we build ourselves
+    (`create_batch` + `send_batch`), not sent one `producer.send` each. Why: `send` costs
+    ~10 µs of Python per message in aiokafka (a coroutine, a metadata check that copies the
+    partition set, a future per message and its resolution on the ack); profiling the
+    daemon (docs/performance.md) put it at a fifth of the CPU per record. A batch append
+    is one C call, and there is one future per batch.
+
+    Batching must not serialise on round trips: aiokafka keeps one produce request in
+    flight per broker and `send_batch` waits while the partition already has a batch
+    queued. So each partition has a lane: `send_to` only appends to the lane's open batch
+    and starts the lane's flusher if it is idle; the flusher hands batches over one by one,
+    and whatever arrives while it waits goes into the next batch (the same "fill while the
+    previous request is in flight" that `send` gives, without its per-message cost).
+    """
 
     def __init__(self, spec: KafkaSpec) -> None:
         self._spec = spec
@@ -299,6 +334,8 @@ class KafkaSink:
         self._partitioner = DefaultPartitioner()
         self._key_partition: dict[tuple[str, bytes], int] = {}
         self._partitions: dict[str, list[int]] = {}
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._flushers: set[asyncio.Task[None]] = set()
 
     def _make(self) -> AIOKafkaProducer:
         spec = self._spec
@@ -318,8 +355,15 @@ class KafkaSink:
         return self._producer is not None
 
     async def stop(self) -> None:
+        """Hand over what the lanes hold, then stop the producer (which flushes)."""
+        while self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
+        for lane in self._lanes.values():  # only left if the producer never started
+            for batch in lane.batches:
+                _settle(batch.acked, TransientError("producer stopped"))
+            lane.batches.clear()
 
     async def reachable(self, timeout_s: float = 5.0) -> bool:
         """True if a metadata request to the cluster succeeds within `timeout_s`."""
@@ -351,45 +395,94 @@ class KafkaSink:
             self._key_partition = {k: v for k, v in self._key_partition.items() if k[0] != topic}
         return parts
 
-    async def send_to(self, topic: str, outputs: Sequence[Output]) -> list[asyncio.Future[Any]]:
-        """Queue `outputs` on `topic`, one `producer.send` each; return the futures.
+    def _new_batch(self, lane: _Lane) -> _Batch:
+        assert self._producer is not None
+        batch = _Batch(self._producer.create_batch(), asyncio.get_running_loop().create_future())
+        lane.batches.append(batch)
+        return batch
 
-        Not `create_batch`/`send_batch`: aiokafka keeps one produce request in flight per
-        broker with at most one batch per partition, so a batch handed over per pipeline
-        batch waits behind the previous one, and throughput becomes (records per pipeline
-        batch) / (produce round trip). Under a steady load of small batches (20 ms each)
-        that capped the daemon at ~2-4k records/s on the bench broker while it did ~10k/s
-        on a backlog. `send` appends to the partition's open batch, so one request carries
-        everything queued while the previous one was in flight.
-        """
+    async def send_to(self, topic: str, outputs: Sequence[Output]) -> list[asyncio.Future[None]]:
+        """Append `outputs` to their partitions' open batches (keyed: the Kafka default
+        partitioner, so a site keeps its partition; unkeyed: round robin); return one
+        future per batch touched, done when the broker acknowledged that batch."""
         if not outputs:
             return []
-        producer = self._producer
         parts = await self._partitions_of(topic)
-        assert producer is not None
-        cache = self._key_partition
-        send = producer.send
-        futures: list[asyncio.Future[Any]] = []
+        cache, lanes = self._key_partition, self._lanes
+        touched: dict[int, _Batch] = {}
+        lane: _Lane | None = None
+        batch: _Batch | None = None
+        last = -1
+        for i, (key, value) in enumerate(outputs):
+            if key is None:
+                part = parts[i % len(parts)]
+            else:
+                part = cache.get((topic, key), -1)
+                if part < 0:
+                    part = cache[(topic, key)] = self._partitioner(key, parts, parts)
+            if part != last or lane is None or batch is None:
+                last = part
+                lane = lanes.get((topic, part))
+                if lane is None:
+                    lane = lanes[(topic, part)] = _Lane(topic, part)
+                batch = lane.batches[-1] if lane.batches else self._new_batch(lane)
+            if batch.builder.append(timestamp=None, key=key, value=value) is None:
+                batch = self._new_batch(lane)  # full: the first append always fits
+                batch.builder.append(timestamp=None, key=key, value=value)
+            touched[id(batch)] = batch
+            if not lane.flushing:
+                lane.flushing = True
+                task = asyncio.create_task(self._flush(lane))
+                self._flushers.add(task)
+                task.add_done_callback(self._flushers.discard)
+        return [b.acked for b in touched.values()]
+
+    async def _flush(self, lane: _Lane) -> None:
+        """Hand the lane's batches to the producer, oldest first, until it is empty."""
+        producer = self._producer
         try:
-            for i, (key, value) in enumerate(outputs):
-                if key is None:
-                    part = parts[i % len(parts)]
-                else:
-                    part = cache.get((topic, key), -1)
-                    if part < 0:
-                        part = cache[(topic, key)] = self._partitioner(key, parts, parts)
-                futures.append(await send(topic, value, key=key, partition=part))
-        except KafkaError as exc:
-            await _all_acked(futures, quiet=True)
-            raise TransientError(f"send to {topic} failed: {exc}") from exc
-        return futures
+            while lane.batches:
+                batch = lane.batches.popleft()  # appends from now on open a new batch
+                batch.builder.close()
+                if producer is None:
+                    _settle(batch.acked, TransientError("producer not started"))
+                    continue
+                try:
+                    sent = await producer.send_batch(
+                        batch.builder, lane.topic, partition=lane.partition
+                    )
+                except (KafkaError, TimeoutError) as exc:
+                    _settle(batch.acked, TransientError(f"send to {lane.topic} failed: {exc}"))
+                    continue
+                sent.add_done_callback(lambda done, acked=batch.acked: _propagate(done, acked))
+        finally:
+            lane.flushing = False
 
 
-async def _all_acked(futures: Sequence[asyncio.Future[Any]], quiet: bool = False) -> None:
+def _settle(acked: asyncio.Future[None], error: BaseException | None = None) -> None:
+    if acked.done():
+        return
+    if error is None:
+        acked.set_result(None)
+    else:
+        acked.set_exception(error)
+
+
+def _propagate(done: asyncio.Future[Any], acked: asyncio.Future[None]) -> None:
+    """Producer future of a batch → our ack future (as TransientError on failure)."""
+    if done.cancelled():
+        _settle(acked, TransientError("produce cancelled"))
+    elif (exc := done.exception()) is not None:
+        _settle(acked, TransientError(f"produce failed: {exc!r}"))
+    else:
+        _settle(acked)
+
+
+async def _all_acked(futures: Sequence[asyncio.Future[None]]) -> None:
     """Wait for every future; raise `TransientError` if any failed (after all settled)."""
     results = await asyncio.gather(*futures, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
-    if errors and not quiet:
+    if errors:
         raise TransientError(f"{len(errors)} producer batches failed: {errors[0]!r}")
 
 
