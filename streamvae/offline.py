@@ -205,7 +205,7 @@ def _score_chunk(det: Any, chunk: list[SensorRecord | Rejection]) -> tuple[list[
             top=0,
             scored_at=0.0,
         )
-        scored, failed = rows.records, rows.rejections
+        scored, failed = rows.score_records(), rows.rejections
     fail_of = {id(recs[i]): f for i, f in _failed_rows(recs, failed)}
     lines: list[bytes] = []
     it = iter(scored)

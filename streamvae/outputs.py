@@ -24,27 +24,67 @@ from streamvae.records import (
     SensorRecord,
     SiteStatus,
     encode_score,
-    score_head_json,
+    round6,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class ScoredRows:
-    """What a batch produced: score records (input order), rejections, and the per-row
-    arrays the metrics and the training sink want (all over `records`, length B)."""
+    """What a batch produced, column by column (B scored rows, input order), plus the
+    rejections (`scoring_failed`). Score records are rendered from the columns:
+    `encode_scores` writes their JSON directly, `score_records()` builds the objects
+    (for callers that want them; the daemon does not)."""
 
-    records: list[ScoreRecord]
+    items: list[SensorRecord]  # the scored input records
     rejections: list[Rejection]
     sites: list[str]
     values: npt.NDArray[np.float32]  # (B, D)
     ts: npt.NDArray[np.float64]  # (B,)
+    scores: npt.NDArray[np.float64]  # (B,)
+    thresholds: npt.NDArray[np.float64]  # (B,)
     anomalies: npt.NDArray[np.bool_]  # (B,)
     severities: npt.NDArray[np.float64]  # (B,)
     statuses: list[SiteStatus]
-    # (B, D) contributions in `features` order when every sensor is reported (top = 0),
-    # else None: lets `encode_scores` render them for the whole batch at once
-    contributions: npt.NDArray[np.float32] | None = None
-    features: tuple[str, ...] = ()
+    contributions: npt.NDArray[np.float32]  # (B, D) in `features` order
+    features: tuple[str, ...]
+    model_version: str
+    scored_at: float
+    top: int  # contributions reported per record: the `top` largest (0 = all)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def all_contributions(self) -> bool:
+        return self.top <= 0 or self.top >= len(self.features)
+
+    def score_records(self) -> list[ScoreRecord]:
+        """The rows as `ScoreRecord` objects (contributions as dicts, `top` applied)."""
+        return [
+            ScoreRecord(
+                site=r.site,
+                ts=r.ts,
+                score=s,
+                threshold=t,
+                anomaly=a,
+                severity=v,
+                contributions=c,
+                model_version=self.model_version,
+                status=st,
+                position=r.position,
+                scored_at=self.scored_at,
+            )
+            for r, s, t, a, v, c, st in zip(
+                self.items,
+                self.scores.tolist(),
+                self.thresholds.tolist(),
+                self.anomalies.tolist(),
+                self.severities.tolist(),
+                _contributions(self.contributions, self.features, self.top),
+                self.statuses,
+                strict=True,
+            )
+        ]
 
 
 def stack_values(records: Sequence[SensorRecord]) -> npt.NDArray[np.float32]:
@@ -115,76 +155,124 @@ def build_scores(
     severities = np.clip(np.nan_to_num(severities, nan=0.0), -MAX_SEVERITY, MAX_SEVERITY)
     anomalies = known & (scores > thresholds)
     statuses: list[SiteStatus] = ["active" if k else "warming" for k in known.tolist()]
-    out = [
-        ScoreRecord(
-            site=r.site,
-            ts=r.ts,
-            score=s,
-            threshold=t,
-            anomaly=a,
-            severity=v,
-            contributions=c,
-            model_version=model_version,
-            status=st,
-            position=r.position,
-            scored_at=scored_at,
-        )
-        for r, s, t, a, v, c, st in zip(
-            records,
-            scores.tolist(),
-            thresholds.tolist(),
-            anomalies.tolist(),
-            severities.tolist(),
-            _contributions(contrib, features, top),
-            statuses,
-            strict=True,
-        )
-    ]
     return ScoredRows(
-        records=out,
+        items=list(records),
         rejections=rejections,
         sites=[r.site for r in records],
         values=values,
         ts=np.array([r.ts for r in records], dtype=np.float64),
+        scores=scores,
+        thresholds=thresholds,
         anomalies=anomalies,
         severities=severities,
         statuses=statuses,
-        contributions=contrib if top <= 0 or top >= len(features) else None,
+        contributions=np.asarray(contrib, dtype=np.float32),
         features=tuple(features),
+        model_version=model_version,
+        scored_at=scored_at,
+        top=top,
     )
 
 
 def encode_scores(rows: ScoredRows) -> list[bytes]:
-    """`records.encode_score(r)` for every record of `rows`, byte for byte (tested), in a
-    third of the time when all contributions are reported.
+    """`records.encode_score(r)` for every record of `rows.score_records()`, byte for byte
+    (tested on random values incl. non-finite and huge ones), at a fraction of the cost.
 
-    Why: profiling the daemon (bench/throughput.py, py-spy) showed encoding as the largest
-    Python cost per record, and most of it was orjson formatting 38 Python floats per
-    record plus the per-value rounding loop (~12 µs of ~17 µs CPU per record for
-    build + encode, 38 sensors). Here the contributions of the whole batch are rounded
-    with the same formula in numpy (`floor(v * 1e5 + 0.5) / 1e5`, identical IEEE
-    results) and formatted in one `orjson.dumps` of the (B, D) array (orjson's numpy
-    writer gives the same digits as for Python floats), then spliced after the other
-    fields. Rows with a non-finite contribution (never expected) take `encode_score`.
+    Why: profiling the daemon (bench/throughput.py, py-spy; docs/performance.md) showed
+    building `ScoreRecord` objects and contribution dicts and encoding them with orjson as
+    the largest Python cost per record (~20 µs of ~75 µs CPU, 38 sensors). Here the
+    numbers of the whole batch (ts, score, threshold, severity and the D contributions)
+    are rounded in numpy with the formula `records` uses (`floor(v * 10**k + 0.5) / 10**k`:
+    identical IEEE results) and formatted by one `orjson.dumps` of a (B, 4 + D) array
+    (orjson's numpy writer gives the digits it gives Python floats); each record is then
+    one `bytes % tuple` into a template holding the constant parts (keys, model version,
+    scored_at). Rows with a non-finite number take `encode_score`, and so does the
+    `top`-k form (a different set of keys per record).
     """
-    records, contrib, features = rows.records, rows.contributions, rows.features
-    if contrib is None or not features or len(records) == 0:
-        return [encode_score(r) for r in records]
+    if not rows.all_contributions or not rows.features or len(rows) == 0:
+        return [encode_score(r) for r in rows.score_records()]
     with np.errstate(over="ignore", invalid="ignore"):
-        scaled = contrib.astype(np.float64) * 1e5 + 0.5
-        fast: npt.NDArray[np.bool_] = np.asarray(np.isfinite(scaled).all(axis=1))
-        rounded = np.floor(np.where(fast[:, None], scaled, 0.0)) / 1e5
-    text = orjson.dumps(rounded, option=orjson.OPT_SERIALIZE_NUMPY)
+        contrib = np.floor(rows.contributions.astype(np.float64) * 1e5 + 0.5) / 1e5
+        head = np.stack(
+            [
+                rows.ts,
+                np.floor(rows.scores * 1e6 + 0.5) / 1e6,
+                np.floor(rows.thresholds * 1e6 + 0.5) / 1e6,
+                np.floor(rows.severities * 1e6 + 0.5) / 1e6,
+            ],
+            axis=1,
+        )
+        table = np.concatenate([head, contrib], axis=1)
+        fast = np.isfinite(table).all(axis=1)
+    table[~fast] = 0.0
+    text = orjson.dumps(table, option=orjson.OPT_SERIALIZE_NUMPY)
     lines = text[2:-2].split(b"],[")  # "[[a,b],[c,d]]" -> ["a,b", "c,d"]
-    keys = [b"{" + orjson.dumps(features[0]) + b":"]
-    keys += [b"," + orjson.dumps(name) + b":" for name in features[1:]]
-    join, add, dumps = b"".join, bytes.__add__, orjson.dumps
+    with_pos, without_pos = _templates(rows)
+    dumps = orjson.dumps
+    strings: dict[str, bytes] = {}  # site / topic / status -> JSON string (escaped for %)
+    flags = (b"false", b"true")
     out: list[bytes] = []
-    for record, line, ok in zip(records, lines, fast.tolist(), strict=True):
+    slow: list[int] = []
+    for i, (item, line, ok, anomaly, status) in enumerate(
+        zip(rows.items, lines, fast.tolist(), rows.anomalies.tolist(), rows.statuses, strict=True)
+    ):
         if not ok:
-            out.append(encode_score(record))
+            slow.append(i)
+            out.append(b"")
             continue
-        head = dumps(score_head_json(record))
-        values = join(map(add, keys, line.split(b",")))
-        out.append(head[:-1] + b',"contributions":' + values + b"}}")
+        nums = line.split(b",")
+        site = strings.get(item.site)
+        if site is None:
+            site = strings[item.site] = dumps(item.site)
+        state = strings.get(status)
+        if state is None:
+            state = strings[status] = dumps(status)
+        pos = item.position
+        if pos is None:
+            out.append(
+                without_pos
+                % (site, nums[0], nums[1], nums[2], flags[anomaly], nums[3], state, *nums[4:])
+            )
+            continue
+        topic = strings.get(pos.topic)
+        if topic is None:
+            topic = strings[pos.topic] = dumps(pos.topic)
+        out.append(
+            with_pos
+            % (
+                site,
+                nums[0],
+                nums[1],
+                nums[2],
+                flags[anomaly],
+                nums[3],
+                state,
+                topic,
+                pos.partition,
+                pos.offset,
+                *nums[4:],
+            )
+        )
+    if slow:
+        records = rows.score_records()
+        for i in slow:
+            out[i] = encode_score(records[i])
     return out
+
+
+def _templates(rows: ScoredRows) -> tuple[bytes, bytes]:
+    """`bytes %` templates of one score record, with and without a position: the
+    constant parts (keys, model version, scored_at) spelled in; literal `%` escaped."""
+
+    def lit(value: object) -> bytes:
+        return orjson.dumps(value).replace(b"%", b"%%")
+
+    scored_at = lit(round6(rows.scored_at))
+    contributions = b",".join(lit(name) + b":%b" for name in rows.features)
+    head = b'{"site":%b,"ts":%b,"score":%b,"threshold":%b,"anomaly":%b,"severity":%b,"status":%b'
+    head += b',"model_version":' + lit(rows.model_version) + b',"position":'
+    tail = b',"scored_at":' + scored_at + b',"contributions":{' + contributions + b"}}"
+    return (
+        head + b'{"topic":%b,"partition":%d,"offset":%d}' + tail,
+        head + b"null" + tail,
+    )

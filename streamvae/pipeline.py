@@ -368,8 +368,8 @@ class Pipeline:
         if codec.encode_scores is not None:
             payloads = codec.encode_scores(rows)
         else:
-            payloads = [codec.encode_score(r) for r in rows.records]
-        keys = [r.site.encode() for r in rows.records]
+            payloads = [codec.encode_score(r) for r in rows.score_records()]
+        keys = [site.encode() for site in rows.sites]
         scores: list[Output] = list(zip(keys, payloads, strict=True))
         return rows, scores, rows.rejections, seconds
 
@@ -417,7 +417,7 @@ class Pipeline:
             return
         self._metrics.batch(
             consumed=consumed,
-            scored=len(rows.records),
+            scored=len(rows),
             dead_letters=reasons,
             scoring_seconds=seconds,
             lags_s=(now - rows.ts).tolist(),
@@ -426,7 +426,7 @@ class Pipeline:
             severities=rows.severities.tolist(),
             statuses=rows.statuses,
         )
-        if self._training is not None and rows.records:
+        if self._training is not None and len(rows):
             self._training.offer(rows.sites, rows.values, rows.ts, ~rows.anomalies)
 
 

@@ -491,6 +491,18 @@ def _round(x: float, digits: int) -> float | None:
     return round(float(x), digits) if x - x == 0.0 else None
 
 
+def round6(x: float) -> float | None:
+    """A score-like number to 6 decimals as `floor(x * 1e6 + 0.5) / 1e6` (IEEE operations
+    that numpy performs identically: `outputs.encode_scores` rounds whole batches with it);
+    null (None) when not finite, since NaN/±inf have no JSON spelling."""
+    if x - x != 0.0:
+        return None
+    try:
+        return math.floor(float(x) * 1e6 + 0.5) / 1e6
+    except OverflowError:  # |x| > ~1e302: already far coarser than 6 decimals
+        return round(float(x), 6)
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x - x == 0.0 else None
 
@@ -507,25 +519,18 @@ def _round_contributions(contributions: Mapping[str, float]) -> dict[str, float 
 
 def score_json(record: ScoreRecord) -> dict[str, Any]:
     """The JSON object of a score record. Scores to 6 decimals, contributions to 5."""
-    obj = score_head_json(record)
-    obj["contributions"] = _round_contributions(record.contributions)
-    return obj
-
-
-def score_head_json(record: ScoreRecord) -> dict[str, Any]:
-    """`score_json` without its last key, "contributions" (for batch encoders that render
-    the contributions of many records at once: see streamvae.outputs.encode_scores)."""
     return {
         "site": record.site,
         "ts": _finite(record.ts),
-        "score": _round(record.score, 6),
-        "threshold": _round(record.threshold, 6),
+        "score": round6(record.score),
+        "threshold": round6(record.threshold),
         "anomaly": record.anomaly,
-        "severity": _round(record.severity, 6),
+        "severity": round6(record.severity),
         "status": record.status,
         "model_version": record.model_version,
         "position": _position_json(record.position),
-        "scored_at": _round(record.scored_at, 6),
+        "scored_at": round6(record.scored_at),
+        "contributions": _round_contributions(record.contributions),
     }
 
 

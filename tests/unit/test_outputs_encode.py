@@ -31,7 +31,11 @@ def _rows(seed: int, top: int, d: int = 38) -> ScoredRows:
         contrib[0, 0] = np.inf
     if seed % 4 == 0:
         contrib[-1, -1] = np.nan
-    scored = ScoredBatch(rng.normal(size=b) * 10, contrib, np.full(b, 5.0), rng.random(b) > 0.3)
+    scores = rng.normal(size=b) * 10.0 ** rng.integers(-8, 12, size=b)
+    if seed % 5 == 0:
+        scores[0] = 1e303  # x * 1e6 overflows: the per-record path
+    thresholds = np.full(b, 5.0) if seed % 2 else rng.uniform(-1, 1e7, size=b)
+    scored = ScoredBatch(scores, contrib, thresholds, rng.random(b) > 0.3)
     return build_scores(
         records,
         stack_values(records),
@@ -47,7 +51,7 @@ def _rows(seed: int, top: int, d: int = 38) -> ScoredRows:
 @pytest.mark.parametrize("seed", range(24))
 def test_batch_encoding_equals_per_record_encoding(seed: int, top: int) -> None:
     rows = _rows(seed, top)
-    expected = [encode_score(r) for r in rows.records]
+    expected = [encode_score(r) for r in rows.score_records()]
     assert encode_scores(rows) == expected
 
 
