@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -68,18 +68,20 @@ class Reason(enum.StrEnum):
     NO_MODEL = "no_model"  # valid, buffered for the first training before any model existed
 
 
-@dataclass(frozen=True, slots=True)
-class SourcePosition:
-    """Where a record came from: Kafka (topic, partition, offset) or a file (path, 0, line)."""
+class SourcePosition(NamedTuple):
+    """Where a record came from: Kafka (topic, partition, offset) or a file (path, 0, line).
+
+    A NamedTuple, not a frozen dataclass, like `SensorRecord`: one of each is built per
+    input record on the daemon's hot path, and a NamedTuple is built in C (0.3 vs 0.65 µs)."""
 
     topic: str
     partition: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class SensorRecord:
-    """A decoded, validated input record. `values` follow the configured feature order."""
+class SensorRecord(NamedTuple):
+    """A decoded, validated input record. `values` follow the configured feature order.
+    (Immutable; a NamedTuple for construction speed: see `SourcePosition`.)"""
 
     site: str
     ts: float  # epoch seconds, UTC

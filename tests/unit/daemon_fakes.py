@@ -35,7 +35,14 @@ def fake_decode(payload: bytes, pos: SourcePosition) -> SensorRecord | Rejection
 
 
 def _encode(obj: Any) -> bytes:
-    return orjson.dumps(asdict(obj), default=lambda b: b.decode(errors="replace"))
+    return orjson.dumps(asdict(obj), default=_plain)
+
+
+def _plain(obj: Any) -> Any:
+    """bytes -> text, SourcePosition (a NamedTuple) -> an object."""
+    if isinstance(obj, SourcePosition):
+        return obj._asdict()
+    return obj.decode(errors="replace")
 
 
 FAKE_CODEC = Codec(decode=fake_decode, encode_score=_encode, encode_dead_letter=_encode)
