@@ -101,6 +101,11 @@ class OutputSettings(_Section):
 class BatchingSettings(_Section):
     max_records: int = Field(default=1024, gt=0)
     max_wait_ms: int = Field(default=20, ge=0)
+    eager: bool = Field(
+        default=True,
+        description="An idle scorer takes the open batch at once instead of waiting for "
+        "max_wait_ms (batches still grow while it is busy).",
+    )
     max_in_flight_records: int = Field(
         default=20_000, gt=0, description="Fetching pauses when this many records await scoring."
     )

@@ -210,3 +210,21 @@ async def test_drain_completes_on_a_busy_stream_and_commits_all_fetched() -> Non
         assert not source.paused  # fetching resumed
         await until(lambda: source.committed[("in", 0)] < source.next)  # and goes on
         stop.set()
+
+
+@pytest.mark.parametrize("eager", [True, False])
+async def test_idle_scorer_takes_the_open_batch_at_once(eager: bool) -> None:
+    """Eager: 3 records, a 1024-record batch and a 5 s deadline are scored at once
+    (the scorer is idle); not eager: they wait for the deadline."""
+    source = ListSource([[payload("s0", 1.0 + i, [1.0, 2.0, 3.0]) for i in range(3)]], finite=False)
+    sink = ListSink()
+    spec = PipelineSpec(BatchPolicy(1024, 5.0), eager=eager)
+    pipe = Pipeline(source, sink, Holder(FakeDetector()), FAKE_CODEC, spec)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        for coro in pipe.loops(stop):
+            tg.create_task(coro)
+        await asyncio.sleep(0.3)
+        scored_early = len(sink.scores)
+        stop.set()
+    assert scored_early == (3 if eager else 0)
