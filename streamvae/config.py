@@ -67,9 +67,17 @@ class KafkaSettings(_Section):
         description="Longest a fetch waits at the broker for data (latency when the input "
         "is quiet; brokers that do not answer early, like Tansu, hold every fetch this long).",
     )
-    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_linger_ms: int = Field(
+        default=5, ge=0, description="Longest an output batch waits to fill before it is sent."
+    )
     producer_max_batch_bytes: int = Field(default=1_048_576, gt=0)
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    commit_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Least time between two offset commits (each still only after the "
+        "outputs of every record up to it were acknowledged); 0 = after every batch.",
+    )
     reconnect_backoff_initial_s: float = Field(default=0.5, gt=0)
     reconnect_backoff_max_s: float = Field(default=30.0, gt=0)
 

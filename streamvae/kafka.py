@@ -112,7 +112,7 @@ class KafkaSpec:
 
 def kafka_spec(kafka: KafkaSettings, bootstrap_servers: str | None = None) -> KafkaSpec:
     """[kafka] settings → plain spec (the password read from its file if configured)."""
-    data = kafka.model_dump(exclude={"sasl_password", "sasl_password_file"})
+    data = kafka.model_dump(exclude={"sasl_password", "sasl_password_file", "commit_interval_ms"})
     data["backoff_initial_s"] = data.pop("reconnect_backoff_initial_s")
     data["backoff_max_s"] = data.pop("reconnect_backoff_max_s")
     if bootstrap_servers is not None:
@@ -443,7 +443,6 @@ class KafkaSink:
         try:
             while lane.batches:
                 batch = lane.batches.popleft()  # appends from now on open a new batch
-                batch.builder.close()
                 if producer is None:
                     _settle(batch.acked, TransientError("producer not started"))
                     continue

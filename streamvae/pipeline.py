@@ -76,6 +76,8 @@ class PipelineSpec:
     max_in_flight: int = 20_000
     # close the open batch as soon as the scorer is idle (see `Pipeline.process`)
     eager: bool = True
+    # least time between two offset commits (see `Pipeline.deliver`); 0 = after every ack
+    commit_interval_s: float = 0.0
     top_contributions: int = 0
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
@@ -113,13 +115,14 @@ class Pipeline:
         self._clock, self._wall = clock, wall
         self._batcher: MicroBatcher[Item] = MicroBatcher(spec.policy, clock)
         self._batches: asyncio.Queue[list[Item] | None] = asyncio.Queue()
-        self._deliveries: asyncio.Queue[_Delivery | None] = asyncio.Queue(maxsize=4)
+        self._deliveries: asyncio.Queue[_Delivery | None] = asyncio.Queue()
         self._in_flight = 0
         self._changed = asyncio.Condition()
         self._closed = False
         self._draining = 0  # drains in progress (partition revocation)
         self._fetching = False  # intake is inside source.fetch
         self._starved = False  # process waits for a batch and none is queued (eager mode)
+        self._last_commit = -float("inf")  # self._clock() of the last commit
         self.delivered = 0  # records whose outputs were acknowledged and committed
         self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
@@ -148,6 +151,7 @@ class Pipeline:
             return
         self._draining += 1
         self._source.pause()
+        await self._notify()  # a commit being spaced out (deliver) goes ahead now
         try:
             if batch := self._batcher.flush():
                 self._batches.put_nowait(batch)
@@ -257,7 +261,13 @@ class Pipeline:
         max_wait_ms) one commit per batch made this loop the bottleneck and the queue
         back up (bench/throughput.py: p50 latency of ~0.8 s at half the measured maximum
         load before, see docs/performance.md). Nothing is committed before its outputs
-        were acknowledged."""
+        were acknowledged.
+
+        Commits are also spaced by `commit_interval_s` (except when draining or stopping):
+        outputs are produced when a batch is scored, so a later commit delays no score; it
+        only means a few more records are re-read after a crash. Committing after every
+        small batch cost the broker a request each (Tansu, bench/throughput.py: ~100
+        commits/s at 5k records/s with eager batching)."""
         try:
             done = False
             while not done:
@@ -275,7 +285,10 @@ class Pipeline:
                 for delivery in group:
                     await self._acknowledged(delivery)
                     offsets.update(delivery.offsets)  # in batch order: the last one wins
+                if not done:
+                    await self._space_commits()
                 await self._commit(offsets)
+                self._last_commit = self._clock()
                 count = sum(d.count for d in group)
                 self._in_flight -= count
                 self.delivered += count
@@ -285,6 +298,17 @@ class Pipeline:
             self._closed = True
             self._in_flight = 0
             await self._notify()
+
+    async def _space_commits(self) -> None:
+        """Wait until `commit_interval_s` after the last commit, or a drain begins."""
+        wait = self._last_commit + self._spec.commit_interval_s - self._clock()
+        if wait <= 0 or self._draining:
+            return
+        try:
+            async with asyncio.timeout(wait):
+                await self._wait_for(lambda: self._draining > 0 or self._closed)
+        except TimeoutError:
+            pass
 
     async def _acknowledged(self, delivery: _Delivery) -> None:
         """Wait for every ack of a delivery, re-sending on failure."""
