@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hidden=b.density_hidden,
             latent_dim=20,
             importance_samples=b.density_k,
+            loglik_samples=b.density_k,  # Detector.loglik's K (the test log-likelihood)
             scale_floor=1.0,
         )
         res = density.run(

@@ -70,6 +70,17 @@ def pm(mean: float, sd: float, digits: int = 3) -> str:
     return f"{fmt(mean, digits)} ± {fmt(sd, digits)}"
 
 
+KEEP_START, KEEP_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+
+
+def kept_section(text: str) -> str:
+    """The block written by bench/throughput.py (markers included), or "" if absent."""
+    if KEEP_START not in text or KEEP_END not in text:
+        return ""
+    body = text.split(KEEP_START, 1)[1].split(KEEP_END, 1)[0]
+    return f"\n{KEEP_START}{body}{KEEP_END}\n"
+
+
 @dataclass
 class Report:
     """Markdown chunks in order; images are saved next to RESULTS.md."""
@@ -119,9 +130,11 @@ class Report:
         return "\n".join(header) + "\n" + "\n".join(self.chunks)
 
     def write(self, name: str = "RESULTS.md") -> Path:
+        """Write atomically; a throughput section already in the file is kept at the end."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        tmp.write_text(self.render() + kept_section(old), encoding="utf-8")
         tmp.replace(path)
         return path
