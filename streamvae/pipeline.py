@@ -123,6 +123,7 @@ class Pipeline:
         self._fetching = False  # intake is inside source.fetch
         self._starved = False  # process waits for a batch and none is queued (eager mode)
         self._last_commit = -float("inf")  # self._clock() of the last commit
+        self._processed = False  # the process loop has ended (no more deliveries)
         self.delivered = 0  # records whose outputs were acknowledged and committed
         self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
@@ -251,6 +252,8 @@ class Pipeline:
                     "stopping: %d fetched records left uncommitted (re-read on restart)", dropped
                 )
             await self._deliveries.put(None)
+            self._processed = True
+            await self._notify()  # a commit being spaced out goes ahead now
 
     async def deliver(self) -> None:
         """Wait for acknowledgements, then commit, strictly in batch order.
@@ -300,13 +303,14 @@ class Pipeline:
             await self._notify()
 
     async def _space_commits(self) -> None:
-        """Wait until `commit_interval_s` after the last commit, or a drain begins."""
+        """Wait until `commit_interval_s` after the last commit, a drain begins, or the
+        stream ends (stop, or the end of a replayed file)."""
         wait = self._last_commit + self._spec.commit_interval_s - self._clock()
-        if wait <= 0 or self._draining:
+        if wait <= 0 or self._draining or self._processed:
             return
         try:
             async with asyncio.timeout(wait):
-                await self._wait_for(lambda: self._draining > 0 or self._closed)
+                await self._wait_for(lambda: self._draining > 0 or self._closed or self._processed)
         except TimeoutError:
             pass
 

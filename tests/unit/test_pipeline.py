@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -228,3 +228,26 @@ async def test_idle_scorer_takes_the_open_batch_at_once(eager: bool) -> None:
         scored_early = len(sink.scores)
         stop.set()
     assert scored_early == (3 if eager else 0)
+
+
+@pytest.mark.parametrize("interval", [0.0, 10.0])
+async def test_commits_are_spaced_but_the_last_one_is_not_lost(interval: float) -> None:
+    """commit_interval_s spaces commits; the stream's end (and stop) still commits at once
+    (a 10 s interval must not hold the end of the stream for 10 s)."""
+    calls: list[int] = []
+
+    class Counting(ListSource):
+        async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+            calls.append(sum(offsets.values()))
+            await super().commit(offsets)
+
+    source = Counting([[payload("s0", 1.0 + i, [1.0, 2.0, 3.0]) for i in range(40)]])
+    sink = ListSink()
+    spec = PipelineSpec(BatchPolicy(3, 0.001), commit_interval_s=interval)
+    pipe = Pipeline(source, sink, Holder(FakeDetector()), FAKE_CODEC, spec)
+    async with asyncio.timeout(5):
+        await run(pipe)
+    assert len(sink.scores) == 40
+    assert source.committed == {("in", 0): 40}
+    if interval:  # the first batch, then whatever was acknowledged when the stream ended
+        assert len(calls) <= 3
