@@ -144,6 +144,13 @@ class Pipeline:
         async with self._changed:
             await self._changed.wait_for(predicate)
 
+    def _hand_over(self) -> bool:
+        """Close the open batch (if any) and queue it for scoring; True if there was one."""
+        batch = self._batcher.flush()
+        if batch:
+            self._batches.put_nowait(batch)
+        return bool(batch)
+
     async def drain(self) -> None:
         """Pause fetching, close the open batch, and wait until every fetched record is
         delivered and committed (on partition revocation: nothing new may arrive meanwhile,
@@ -154,8 +161,7 @@ class Pipeline:
         self._source.pause()
         await self._notify()  # a commit being spaced out (deliver) goes ahead now
         try:
-            if batch := self._batcher.flush():
-                self._batches.put_nowait(batch)
+            self._hand_over()
             await self._wait_for(
                 lambda: (self._in_flight == 0 and not self._fetching) or self._closed
             )
@@ -189,28 +195,24 @@ class Pipeline:
                     self._in_flight += len(items)
                     for full in self._batcher.add(items):
                         self._batches.put_nowait(full)
-                    if self._starved and spec.eager and (now := self._batcher.flush()):
+                    if self._starved and spec.eager and self._hand_over():
                         self._starved = False  # the scorer is idle: no reason to wait
-                        self._batches.put_nowait(now)
                     self._metrics.set_in_flight(self._in_flight)
                     self._metrics.set_consumer_lag(source.lags())
                 if self._draining:  # a drain began during the fetch: hand everything over
-                    if rest := self._batcher.flush():
-                        self._batches.put_nowait(rest)
+                    self._hand_over()
                     await self._notify()
                 if (due_batch := self._batcher.poll()) is not None:
                     self._batches.put_nowait(due_batch)
                 if source.exhausted and not fetched:
-                    if rest := self._batcher.flush():
-                        self._batches.put_nowait(rest)
+                    self._hand_over()
                     return
         finally:
             self._batches.put_nowait(None)
 
     async def _back_off(self, stop: asyncio.Event) -> None:
         """Pause the source until half the in-flight budget is free again."""
-        if batch := self._batcher.flush():
-            self._batches.put_nowait(batch)
+        self._hand_over()
         self._source.pause()
         self._metrics.set_paused(True)
         log.debug("in-flight limit reached (%d records): fetching paused", self._in_flight)
@@ -234,10 +236,7 @@ class Pipeline:
         try:
             while True:
                 if self._batches.empty() and self._spec.eager and not stop.is_set():
-                    if now := self._batcher.flush():
-                        self._batches.put_nowait(now)
-                    else:
-                        self._starved = True
+                    self._starved = not self._hand_over()
                 batch = await self._batches.get()
                 self._starved = False
                 if batch is None:
