@@ -426,15 +426,15 @@ class KafkaSink:
                 if lane is None:
                     lane = lanes[(topic, part)] = _Lane(topic, part)
                 batch = lane.batches[-1] if lane.batches else self._new_batch(lane)
+                if not lane.flushing:  # no await below: it runs once this call returns
+                    lane.flushing = True
+                    task = asyncio.create_task(self._flush(lane))
+                    self._flushers.add(task)
+                    task.add_done_callback(self._flushers.discard)
             if batch.builder.append(timestamp=None, key=key, value=value) is None:
                 batch = self._new_batch(lane)  # full: the first append always fits
                 batch.builder.append(timestamp=None, key=key, value=value)
             touched[id(batch)] = batch
-            if not lane.flushing:
-                lane.flushing = True
-                task = asyncio.create_task(self._flush(lane))
-                self._flushers.add(task)
-                task.add_done_callback(self._flushers.discard)
         return [b.acked for b in touched.values()]
 
     async def _flush(self, lane: _Lane) -> None:
@@ -452,6 +452,10 @@ class KafkaSink:
                     )
                 except (KafkaError, TimeoutError) as exc:
                     _settle(batch.acked, TransientError(f"send to {lane.topic} failed: {exc}"))
+                    continue
+                except Exception as exc:  # never expected: fail the batch (it is re-sent)
+                    log.exception("handing a batch to the producer failed")
+                    _settle(batch.acked, TransientError(f"send to {lane.topic} failed: {exc!r}"))
                     continue
                 sent.add_done_callback(lambda done, acked=batch.acked: _propagate(done, acked))
         finally:
