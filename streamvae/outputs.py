@@ -192,24 +192,23 @@ def encode_scores(rows: ScoredRows) -> list[bytes]:
     if not rows.all_contributions or not rows.features or len(rows) == 0:
         return [encode_score(r) for r in rows.score_records()]
     with np.errstate(over="ignore", invalid="ignore"):
-        contrib = np.floor(rows.contributions.astype(np.float64) * 1e5 + 0.5) / 1e5
-        head = np.stack(
-            [
-                rows.ts,
-                np.floor(rows.scores * 1e6 + 0.5) / 1e6,
-                np.floor(rows.thresholds * 1e6 + 0.5) / 1e6,
-                np.floor(rows.severities * 1e6 + 0.5) / 1e6,
-            ],
-            axis=1,
+        head = [
+            rows.ts,
+            *(_rounded(a, 1e6) for a in (rows.scores, rows.thresholds, rows.severities)),
+        ]
+        table = np.concatenate(
+            [np.stack(head, axis=1), _rounded(rows.contributions.astype(np.float64), 1e5)], axis=1
         )
-        table = np.concatenate([head, contrib], axis=1)
         fast = np.isfinite(table).all(axis=1)
     table[~fast] = 0.0
     text = orjson.dumps(table, option=orjson.OPT_SERIALIZE_NUMPY)
     lines = text[2:-2].split(b"],[")  # "[[a,b],[c,d]]" -> ["a,b", "c,d"]
     with_pos, without_pos = _templates(rows)
-    dumps = orjson.dumps
-    strings: dict[str, bytes] = {}  # site / topic / status -> JSON string (escaped for %)
+    # JSON spellings of the few distinct strings of a batch (arguments of `%b`: no escaping)
+    sites = {site: orjson.dumps(site) for site in set(rows.sites)}
+    states = {status: orjson.dumps(status) for status in set(rows.statuses)}
+    used = {item.position.topic for item in rows.items if item.position is not None}
+    topics = {topic: orjson.dumps(topic) for topic in used}
     flags = (b"false", b"true")
     out: list[bytes] = []
     slow: list[int] = []
@@ -221,22 +220,13 @@ def encode_scores(rows: ScoredRows) -> list[bytes]:
             out.append(b"")
             continue
         nums = line.split(b",")
-        site = strings.get(item.site)
-        if site is None:
-            site = strings[item.site] = dumps(item.site)
-        state = strings.get(status)
-        if state is None:
-            state = strings[status] = dumps(status)
-        pos = item.position
+        site, state, pos = sites[item.site], states[status], item.position
         if pos is None:
             out.append(
                 without_pos
                 % (site, nums[0], nums[1], nums[2], flags[anomaly], nums[3], state, *nums[4:])
             )
             continue
-        topic = strings.get(pos.topic)
-        if topic is None:
-            topic = strings[pos.topic] = dumps(pos.topic)
         out.append(
             with_pos
             % (
@@ -247,7 +237,7 @@ def encode_scores(rows: ScoredRows) -> list[bytes]:
                 flags[anomaly],
                 nums[3],
                 state,
-                topic,
+                topics[pos.topic],
                 pos.partition,
                 pos.offset,
                 *nums[4:],
@@ -258,6 +248,12 @@ def encode_scores(rows: ScoredRows) -> list[bytes]:
         for i in slow:
             out[i] = encode_score(records[i])
     return out
+
+
+def _rounded(a: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.float64]:
+    """`records.round6` (scale 1e6) / the contributions' 5-decimal rounding (1e5), in numpy:
+    the same IEEE operations, so the same doubles."""
+    return np.floor(a * scale + 0.5) / scale
 
 
 def _templates(rows: ScoredRows) -> tuple[bytes, bytes]:
