@@ -312,6 +312,38 @@ def variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def start_daemon(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    tmp: Path,
+    tag: str,
+    topics: tuple[str, str, str],
+    *,
+    env: dict[str, str] | None = None,
+) -> tuple[Child, RssSampler]:
+    """`streamvae run` in group `bench-daemon-<tag>` on (input, output, dead-letter)
+    topics; the output and dead-letter topics are created here."""
+    broker.create_topic(topics[1], PARTITIONS)
+    broker.create_topic(topics[2], 1)
+    cfg = tmp / f"daemon-{tag}.toml"
+    write_config(cfg, broker.bootstrap_servers, topics, tmp / "models", args.device)
+    cfg.write_text(cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{tag}"'))
+    daemon = Child(
+        ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{tag}.log", env=env or {}
+    ).start()
+    assert daemon.proc is not None
+    return daemon, RssSampler(daemon.proc.pid)
+
+
+def start_raw(bootstrap: str, topics: tuple[str, str], group: str, log: Path, reset: str) -> Child:
+    """The raw pass-through worker (bench/throughput_io.py) from `topics[0]` to `topics[1]`."""
+    return Child(
+        ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", topics[0],
+         "--out-topic", topics[1], "--group", group, "--reset", reset],
+        log,
+    ).start()  # fmt: skip
+
+
 def daemon_run(
     args: argparse.Namespace,
     broker: EmbeddedBroker,
@@ -324,19 +356,9 @@ def daemon_run(
 ) -> tuple[Measure, Child, RssSampler]:
     """Start a daemon (own group and output topics) on the backlog; its records/s."""
     bootstrap = broker.bootstrap_servers
-    for name in (f"scores-{tag}",):
-        broker.create_topic(name, PARTITIONS)
-    broker.create_topic(f"dead-{tag}", 1)
-    cfg = tmp / f"daemon-{tag}.toml"
-    write_config(
-        cfg, bootstrap, ("in", f"scores-{tag}", f"dead-{tag}"), tmp / "models", args.device
+    daemon, sampler = start_daemon(
+        args, broker, tmp, tag, ("in", f"scores-{tag}", f"dead-{tag}"), env=env
     )
-    cfg.write_text(cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{tag}"'))
-    daemon = Child(
-        ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{tag}.log", env=env
-    ).start()
-    assert daemon.proc is not None
-    sampler = RssSampler(daemon.proc.pid)
     window = asyncio.run(
         measure_rate(bootstrap, f"bench-daemon-{tag}", f"scores-{tag}", ends, args.records)
     )
@@ -361,11 +383,13 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         broker_cpu = RssSampler(broker_pid())
         for r in range(args.repeat):
             broker.create_topic(f"raw-out-{r}", PARTITIONS)
-            raw = Child(
-                ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap, "--topic", "in",
-                 "--out-topic", f"raw-out-{r}", "--group", f"bench-raw-{r}"],
+            raw = start_raw(
+                bootstrap,
+                ("in", f"raw-out-{r}"),
+                f"bench-raw-{r}",
                 tmp / f"raw-{r}.log",
-            ).start()  # fmt: skip
+                "earliest",
+            )
             assert raw.proc is not None
             raw_sampler = RssSampler(raw.proc.pid)
             window = asyncio.run(
@@ -408,21 +432,11 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         # on one holding the 200k-record backlog; the daemon at 6k/s: p99 94 ms on a new
         # topic, 257 ms on the same topic 36k records later), which would measure the test
         # broker, not the daemon. Real Kafka finds offsets through its indexes.
-        window = None
         for k, frac in enumerate((*LOADS, *((0.9,) if args.soak_seconds else ()))):
             soak = args.soak_seconds if k == len(LOADS) else 0.0
-            for name, parts in ((f"lat-in-{k}", PARTITIONS), (f"lat-scores-{k}", PARTITIONS)):
-                broker.create_topic(name, parts)
-            broker.create_topic(f"lat-dead-{k}", 1)
-            cfg = tmp / f"daemon-latency-{k}.toml"
             topics = (f"lat-in-{k}", f"lat-scores-{k}", f"lat-dead-{k}")
-            write_config(cfg, bootstrap, topics, tmp / "models", args.device)
-            cfg.write_text(cfg.read_text().replace('"bench-daemon"', f'"bench-latency-{k}"'))
-            daemon = Child(
-                ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-lat-{k}.log"
-            ).start()
-            assert daemon.proc is not None
-            sampler = RssSampler(daemon.proc.pid)
+            broker.create_topic(topics[0], PARTITIONS)
+            daemon, sampler = start_daemon(args, broker, tmp, f"lat-{k}", topics)
             phases, soak_window = asyncio.run(
                 latency_phases(
                     bootstrap,
@@ -437,7 +451,6 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
                 )
             )
             result.phases += phases
-            window = soak_window or window
             for p in phases:
                 print(
                     f"load {p['load']:.0%} ({p['offered']:,.0f}/s): p50 {p['p50']:.1f} ms, "
@@ -458,12 +471,13 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[Run, str]:
         for k, frac in enumerate(LOADS):
             broker.create_topic(f"raw-lat-in-{k}", PARTITIONS)
             broker.create_topic(f"raw-lat-out-{k}", PARTITIONS)
-            raw = Child(
-                ["-m", "bench.throughput_io", "raw", "--bootstrap", bootstrap,
-                 "--topic", f"raw-lat-in-{k}", "--out-topic", f"raw-lat-out-{k}",
-                 "--group", f"bench-raw-latency-{k}", "--reset", "latest"],
+            raw = start_raw(
+                bootstrap,
+                (f"raw-lat-in-{k}", f"raw-lat-out-{k}"),
+                f"bench-raw-latency-{k}",
                 tmp / f"raw-latency-{k}.log",
-            ).start()  # fmt: skip
+                "latest",
+            )
             phases, _ = asyncio.run(
                 latency_phases(
                     bootstrap,
