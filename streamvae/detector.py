@@ -30,6 +30,7 @@ streamvae/model/scoring.py for the estimator and the contribution definition).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -46,7 +47,7 @@ from streamvae.model.device import HostStaging, resolve_device, score_chunk
 from streamvae.model.prior import Discriminator
 from streamvae.model.report import TrainingReport
 from streamvae.model.scaler import RobustScaler
-from streamvae.model.scoring import importance_score, scoring_noise
+from streamvae.model.scoring import PackedScorer, packed_scorer, scoring_noise
 from streamvae.model.sites import assign_slots
 from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 from streamvae.model.thresholds import calibrate
@@ -99,6 +100,9 @@ class Detector:
     _eps: torch.Tensor = field(init=False, repr=False)
     _eps_loglik: torch.Tensor = field(init=False, repr=False)
     _staging: HostStaging = field(init=False, repr=False)
+    # traced scoring graphs by K (`packed_scorer`), built on first use under the lock
+    _scorers: dict[int, PackedScorer] = field(init=False, repr=False)
+    _scorers_lock: threading.Lock = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -117,6 +121,8 @@ class Detector:
         )
         object.__setattr__(self, "_eps_loglik", eps_ll)
         object.__setattr__(self, "_staging", HostStaging(self.device))
+        object.__setattr__(self, "_scorers", {})
+        object.__setattr__(self, "_scorers_lock", threading.Lock())
 
     def slots_of(self, sites: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """(B,) embedding slots (0 for unknown sites) and (B,) known flags."""
@@ -147,15 +153,13 @@ class Detector:
         latent = np.empty(len(x), dtype=np.float64)
         contrib = np.empty(x.shape, dtype=np.float32)
         chunk = score_chunk(self.device)  # records per forward pass (bounds K·chunk·D)
+        scorer = self._scorer(eps)
         with torch.inference_mode():
             for a in range(0, len(x), chunk):
                 b = min(a + chunk, len(x))
                 xt = self._staging.to_device(x[a:b])
                 st = self._staging.to_device(slots[a:b])
-                r = importance_score(self.vae, self.disc, xt, st, eps)
-                # one device→host copy per chunk instead of three (one sync on a GPU)
-                out = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
-                host = out.cpu().numpy()
+                host = scorer(xt, st).cpu().numpy()  # [score, latent, contributions]
                 scores[a:b] = host[:, 0]
                 latent[a:b] = host[:, 1]
                 contrib[a:b] = host[:, 2:]
@@ -168,6 +172,15 @@ class Detector:
             count=len(sites),
         )
         return ScoredBatch(scores, contrib, thr, known, latent)
+
+    def _scorer(self, eps: torch.Tensor) -> PackedScorer:
+        k = int(eps.shape[0])
+        with self._scorers_lock:
+            scorer = self._scorers.get(k)
+            if scorer is None:
+                scorer = packed_scorer(self.vae, self.disc, eps, len(self.features))
+                self._scorers[k] = scorer
+        return scorer
 
     def loglik(
         self, values: npt.NDArray[np.floating[Any]], sites: Sequence[str]

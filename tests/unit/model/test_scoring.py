@@ -11,7 +11,7 @@ from scipy import stats
 from torch.distributions import Independent, Normal
 
 from streamvae.detector import Detector
-from streamvae.model.scoring import importance_score, scoring_noise
+from streamvae.model.scoring import importance_score, packed_scorer, scoring_noise
 from tests.unit.model.conftest import SiteData
 
 D, L = 5, 2
@@ -118,3 +118,18 @@ def test_contribution_points_at_the_broken_sensor(detector: Detector, site_data:
     broken = detector.score(x, site_data.sites[:50])
     assert (broken.scores > normal.scores).all()
     assert (broken.contributions.argmax(1) == 3).mean() > 0.9
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteData, k: int) -> None:
+    """The daemon scores through one traced graph (`packed_scorer`): same numbers as the
+    eager `importance_score`, for any batch size (the trace was taken at 2 records)."""
+    eps = scoring_noise(k, detector.model_spec.latent_dim, detector.device)
+    scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
+    x = torch.from_numpy(detector.scaler.transform(site_data.values, site_data.sites))
+    slots = torch.from_numpy(detector.slots_of(site_data.sites)[0])
+    with torch.inference_mode():
+        for n in (1, 7, 300):
+            r = importance_score(detector.vae, detector.disc, x[:n], slots[:n], eps)
+            eager = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
+            torch.testing.assert_close(scorer(x[:n], slots[:n]), eager, rtol=0, atol=0)
