@@ -96,6 +96,7 @@ def pipeline_spec(settings: Settings) -> PipelineSpec:
         policy=BatchPolicy(b.max_records, b.max_wait_ms / 1000),
         max_in_flight=b.max_in_flight_records,
         eager=b.eager,
+        scorers=b.scorers,
         commit_interval_s=settings.kafka.commit_interval_ms / 1000,
         top_contributions=settings.output.top_contributions,
         retry_initial_s=settings.kafka.reconnect_backoff_initial_s,

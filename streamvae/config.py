@@ -114,6 +114,13 @@ class BatchingSettings(_Section):
         description="An idle scorer takes the open batch at once instead of waiting for "
         "max_wait_ms (batches still grow while it is busy).",
     )
+    scorers: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Batches scored at once (one worker thread each); outputs and commits "
+        "stay in batch order.",
+    )
     max_in_flight_records: int = Field(
         default=20_000, gt=0, description="Fetching pauses when this many records await scoring."
     )

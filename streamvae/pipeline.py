@@ -1,12 +1,13 @@
 """Consume → decode → micro-batch → score → produce → commit. Orchestration only, no maths.
 
-Three loops share one pipeline; the composition root runs them in its TaskGroup
+Three kinds of loop share one pipeline; the composition root runs them in its TaskGroup
 (`Pipeline.loops(stop)`):
 
     intake   fetch from the Source, decode (rejections become dead letters later, in order),
              micro-batch; pauses the Source while `max_in_flight` records are not yet committed
     process  score each batch in a worker thread with the model current at that moment,
-             build score records and dead letters, hand them to the Sink (non-blocking)
+             build score records and dead letters, hand them to the Sink (non-blocking);
+             `scorers` of these run at once, handing over in batch order
     deliver  wait until the Sink acknowledged every output of a batch (re-sending on
              failure), then commit `last offset + 1` per partition, in batch order
 
@@ -76,6 +77,8 @@ class PipelineSpec:
     max_in_flight: int = 20_000
     # close the open batch as soon as the scorer is idle (see `Pipeline.process`)
     eager: bool = True
+    # batches scored at once (`process` loops); outputs still go out in batch order
+    scorers: int = 2
     # least time between two offset commits (see `Pipeline.deliver`); 0 = after every ack
     commit_interval_s: float = 0.0
     top_contributions: int = 0
@@ -123,7 +126,10 @@ class Pipeline:
         self._fetching = False  # intake is inside source.fetch
         self._starved = False  # process waits for a batch and none is queued (eager mode)
         self._last_commit = -float("inf")  # self._clock() of the last commit
-        self._processed = False  # the process loop has ended (no more deliveries)
+        self._processed = False  # every process loop has ended (no more deliveries)
+        self._running = 0  # process loops running
+        self._taken = 0  # batches taken for scoring (ticket of the next one)
+        self._handed = 0  # batches handed to the sink (ticket whose turn it is)
         self.delivered = 0  # records whose outputs were acknowledged and committed
         self._buffered = 0  # records buffered unscored while no model existed
         self.healthy = True  # False while the sink or the commit keeps failing
@@ -133,8 +139,10 @@ class Pipeline:
         return self._in_flight
 
     def loops(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
-        """The three coroutines to run in the caller's TaskGroup."""
-        return [self.intake(stop), self.process(stop), self.deliver()]
+        """The coroutines to run in the caller's TaskGroup: intake, `spec.scorers` process
+        loops, deliver."""
+        scorers = [self.process(stop) for _ in range(self._spec.scorers)]
+        return [self.intake(stop), *scorers, self.deliver()]
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -143,6 +151,10 @@ class Pipeline:
     async def _wait_for(self, predicate: Callable[[], bool]) -> None:
         async with self._changed:
             await self._changed.wait_for(predicate)
+
+    async def _turn(self, ticket: int) -> None:
+        """Wait until the batch with this ticket may hand over its outputs (`process`)."""
+        await self._wait_for(lambda: self._handed == ticket)
 
     def _hand_over(self) -> bool:
         """Close the open batch (if any) and queue it for scoring; True if there was one."""
@@ -223,15 +235,24 @@ class Pipeline:
         self._metrics.set_paused(False)
 
     async def process(self, stop: asyncio.Event) -> None:
-        """Score batches in order; on stop, finish the batch in hand and drop the rest.
+        """Score batches; on stop, finish the batch in hand and drop the rest.
 
-        Eager batching (`spec.eager`): when no batch is queued, the scorer takes the open
-        batch at once, or the intake hands it over as soon as records arrive, instead of
-        waiting for `max_wait` to run out. The deadline exists to bound latency while the
-        scorer is busy; waiting while it is idle only added latency (about `max_wait`/2 per
-        record at low load: bench/throughput.py). Under load the open batch still grows
-        while the previous one is scored, so batches stay large where throughput matters.
+        `spec.scorers` of these loops run at once: while one waits for its worker thread,
+        another scores the next batch (a worker thread spends much of a batch waiting for
+        the GIL while the event loop decodes the next fetch; bench/throughput.py). Each
+        batch takes a ticket when it is taken from the queue and hands its outputs to the
+        sink and its delivery to `deliver` only in its turn, so outputs and commits stay
+        in batch order.
+
+        Eager batching (`spec.eager`): when no batch is queued, an idle scorer takes the
+        open batch at once, or the intake hands it over as soon as records arrive, instead
+        of waiting for `max_wait` to run out. The deadline exists to bound latency while
+        the scorers are busy; waiting while one is idle only added latency (about
+        `max_wait`/2 per record at low load: bench/throughput.py). Under load the open
+        batch still grows while the others are scored, so batches stay large where
+        throughput matters.
         """
+        self._running += 1
         dropped = 0
         try:
             while True:
@@ -240,19 +261,30 @@ class Pipeline:
                 batch = await self._batches.get()
                 self._starved = False
                 if batch is None:
+                    self._batches.put_nowait(None)  # the other process loops end too
                     break
+                ticket = self._taken
+                self._taken += 1
+                delivery = None
                 if stop.is_set():
                     dropped += len(batch)
-                    continue
-                await self._deliveries.put(await self._score_batch(batch))
+                else:
+                    delivery = await self._score_batch(batch, ticket)
+                await self._turn(ticket)
+                if delivery is not None:
+                    await self._deliveries.put(delivery)
+                self._handed += 1
+                await self._notify()
         finally:
             if dropped:
                 log.info(
                     "stopping: %d fetched records left uncommitted (re-read on restart)", dropped
                 )
-            await self._deliveries.put(None)
-            self._processed = True
-            await self._notify()  # a commit being spaced out goes ahead now
+            self._running -= 1
+            if not self._running:
+                await self._deliveries.put(None)
+                self._processed = True
+                await self._notify()  # a commit being spaced out goes ahead now
 
     async def deliver(self) -> None:
         """Wait for acknowledgements, then commit, strictly in batch order.
@@ -348,8 +380,8 @@ class Pipeline:
         except TransientError as exc:
             return _failed(exc)
 
-    async def _score_batch(self, batch: list[Item]) -> _Delivery:
-        """Score one batch and hand its outputs to the sink."""
+    async def _score_batch(self, batch: list[Item], ticket: int) -> _Delivery:
+        """Score one batch and, in its turn (`process`), hand its outputs to the sink."""
         offsets: Offsets = {}
         valid: list[SensorRecord] = []
         rejected: list[Rejection] = []
@@ -368,7 +400,7 @@ class Pipeline:
         if valid and model is None:
             rejected.extend(self._buffer_only(valid))
         if valid and model is not None:
-            rows, scores, failed, seconds = await asyncio.to_thread(self._score_sync, model, valid)
+            rows, scores, failed, seconds = await self._score_valid(model, valid)
             rejected.extend(failed)
         now = self._wall()
         encode_dl = self._codec.encode_dead_letter
@@ -376,20 +408,29 @@ class Pipeline:
             (r.site.encode() if r.site else None, encode_dl(dead_letter_of(r, now)))
             for r in rejected
         ]
+        await self._turn(ticket)
         acked = await self._send(scores, dead)
         self._record(len(batch), rejected, rows, seconds, now)
         return _Delivery(scores, dead, offsets, len(batch), acked)
 
-    def _score_sync(
+    async def _score_valid(
         self, model: Scorer, valid: list[SensorRecord]
     ) -> tuple[ScoredRows | None, list[Output], list[Rejection], float]:
-        """Worker thread: score, build and encode the score records of one batch.
+        """Score and encode the valid records of one batch: (rows, encoded scores,
+        rejections, seconds spent in `model.score`).
 
-        Returns (rows, encoded scores, rejections, seconds spent in `model.score`)."""
+        Only `model.score` runs in a worker thread; stacking the values and building and
+        encoding the score records (Python, holding the GIL) run here on the event loop.
+        Why: a worker thread doing Python work contends with the event loop for the GIL,
+        and every hand-back of the lock waits for the interpreter's switch interval while
+        the other side is busy; the torch part releases the GIL for the whole traced graph
+        (`packed_scorer`), so it overlaps the event loop's work instead of queueing behind
+        it (bench/throughput.py, docs/performance.md)."""
         values = stack_values(valid)
+        sites = [r.site for r in valid]
         started = self._clock()
         try:
-            scored = model.score(values, [r.site for r in valid])
+            scored = await asyncio.to_thread(model.score, values, sites)
         except Exception as exc:  # a model bug must not stop the stream: dead-letter it
             log.exception("scoring a batch of %d records failed", len(valid))
             detail = f"{type(exc).__name__}: {exc}"[:500]
