@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from streamvae.batching import BatchPolicy
+from streamvae.detector import ScoredBatch
 from streamvae.pipeline import Pipeline, PipelineSpec
 from streamvae.records import SourcePosition
 from tests.unit.daemon_fakes import (
@@ -32,11 +37,13 @@ def make(
     top: int = 0,
     metrics: RecordingMetrics | None = None,
     training: RecordingTraining | None = None,
+    scorers: int = 2,
 ) -> tuple[Pipeline, Holder]:
     holder = Holder(detector or FakeDetector())
     spec = PipelineSpec(
         BatchPolicy(max_records, 0.01),
         max_in_flight=max_in_flight,
+        scorers=scorers,
         top_contributions=top,
         retry_initial_s=0.01,
     )
@@ -84,6 +91,36 @@ async def test_every_record_one_output_and_commits_at_end() -> None:
     assert pipe.in_flight == 0
     assert sum(c["consumed"] for c in metrics.named("batch")) == 40
     assert sum(len(o[0]) for o in training.offers) == len(sink.scores)
+
+
+@dataclass(frozen=True)
+class SlowFirstBatch(FakeDetector):
+    """The batch holding offset 0 takes 0.3 s to score, the others none."""
+
+    def score(self, values: npt.NDArray[np.float32], sites: Sequence[str]) -> ScoredBatch:
+        if values[0, 0] == 0.0:
+            time.sleep(0.3)
+        return super().score(values, sites)
+
+
+@pytest.mark.parametrize("scorers", [1, 3])
+async def test_outputs_and_commits_stay_in_batch_order(scorers: int) -> None:
+    """With several scorers a later batch may be scored first; it still waits its turn."""
+    source, sink = ListSource([[payload("s0", 1.0, [i, 1, 1]) for i in range(30)]]), ListSink()
+    pipe, _ = make(source, sink, SlowFirstBatch(), max_records=5, scorers=scorers)
+    commits: list[dict[tuple[str, int], int]] = []
+    commit = source.commit
+
+    async def recording(offsets: Mapping[tuple[str, int], int]) -> None:
+        commits.append(dict(offsets))
+        await commit(offsets)
+
+    source.commit = recording  # type: ignore[method-assign]
+    await run(pipe)
+    assert [s["position"]["offset"] for s in sink.scores] == list(range(30))
+    ends = [c[("in", 0)] for c in commits]
+    assert ends == sorted(ends)
+    assert ends[-1] == 30
 
 
 async def test_score_fields_warming_and_severity() -> None:
