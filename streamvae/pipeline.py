@@ -124,7 +124,7 @@ class Pipeline:
         self._closed = False
         self._draining = 0  # drains in progress (partition revocation)
         self._fetching = False  # intake is inside source.fetch
-        self._starved = False  # process waits for a batch and none is queued (eager mode)
+        self._starved = False  # every scorer is idle and no batch is queued (eager mode)
         self._last_commit = -float("inf")  # self._clock() of the last commit
         self._processed = False  # every process loop has ended (no more deliveries)
         self._running = 0  # process loops running
@@ -151,6 +151,10 @@ class Pipeline:
     async def _wait_for(self, predicate: Callable[[], bool]) -> None:
         async with self._changed:
             await self._changed.wait_for(predicate)
+
+    def _idle(self) -> bool:
+        """No batch queued and none being scored (the caller's own was handed over)."""
+        return self._batches.empty() and self._taken == self._handed
 
     async def _turn(self, ticket: int) -> None:
         """Wait until the batch with this ticket may hand over its outputs (`process`)."""
@@ -208,7 +212,7 @@ class Pipeline:
                     for full in self._batcher.add(items):
                         self._batches.put_nowait(full)
                     if self._starved and spec.eager and self._hand_over():
-                        self._starved = False  # the scorer is idle: no reason to wait
+                        self._starved = False  # the scorers are idle: no reason to wait
                     self._metrics.set_in_flight(self._in_flight)
                     self._metrics.set_consumer_lag(source.lags())
                 if self._draining:  # a drain began during the fetch: hand everything over
@@ -244,19 +248,21 @@ class Pipeline:
         sink and its delivery to `deliver` only in its turn, so outputs and commits stay
         in batch order.
 
-        Eager batching (`spec.eager`): when no batch is queued, an idle scorer takes the
-        open batch at once, or the intake hands it over as soon as records arrive, instead
-        of waiting for `max_wait` to run out. The deadline exists to bound latency while
-        the scorers are busy; waiting while one is idle only added latency (about
-        `max_wait`/2 per record at low load: bench/throughput.py). Under load the open
-        batch still grows while the others are scored, so batches stay large where
-        throughput matters.
+        Eager batching (`spec.eager`): when no batch is queued or being scored, an idle
+        scorer takes the open batch at once, or the intake hands it over as soon as
+        records arrive, instead of waiting for `max_wait` to run out. The deadline exists
+        to bound latency while the pipeline is busy; waiting while it is idle only added
+        latency (about `max_wait`/2 per record at low load: bench/throughput.py). While a
+        batch is being scored the open batch keeps growing until it is full or due (the
+        other scorers take it then): handing every few records to the next idle scorer
+        made batches tiny under moderate load and their per-batch costs (a thread
+        hand-off, encoding templates, metrics) saturated the event loop.
         """
         self._running += 1
         dropped = 0
         try:
             while True:
-                if self._batches.empty() and self._spec.eager and not stop.is_set():
+                if self._idle() and self._spec.eager and not stop.is_set():
                     self._starved = not self._hand_over()
                 batch = await self._batches.get()
                 self._starved = False

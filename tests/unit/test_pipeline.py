@@ -267,6 +267,28 @@ async def test_idle_scorer_takes_the_open_batch_at_once(eager: bool) -> None:
     assert scored_early == (3 if eager else 0)
 
 
+async def test_eager_batches_grow_while_a_batch_is_scored() -> None:
+    """Eager hand-over only when nothing is being scored: while the slow first batch is
+    in the model, the next records gather into one batch (deadline 5 s, not reached)
+    instead of going to the second scorer a fetch at a time."""
+    sizes: list[int] = []
+
+    @dataclass(frozen=True)
+    class Recording(SlowFirstBatch):
+        def score(self, values: npt.NDArray[np.float32], sites: Sequence[str]) -> ScoredBatch:
+            sizes.append(len(values))
+            return super().score(values, sites)
+
+    source = ListSource([[payload("s0", 1.0, [i, 1, 1]) for i in range(20)]])
+    sink = ListSink()
+    spec = PipelineSpec(BatchPolicy(1024, 5.0), eager=True, scorers=2)
+    pipe = Pipeline(source, sink, Holder(Recording()), FAKE_CODEC, spec)
+    async with asyncio.timeout(5):
+        await run(pipe)
+    assert sizes == [7, 13]  # ListSource hands out 7 records per fetch
+    assert len(sink.scores) == 20
+
+
 @pytest.mark.parametrize("interval", [0.0, 10.0])
 async def test_commits_are_spaced_but_the_last_one_is_not_lost(interval: float) -> None:
     """commit_interval_s spaces commits; the stream's end (and stop) still commits at once
