@@ -25,6 +25,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 SENSORS = 38
 SITES = 14
+# The paced producer sends what is due every TICK_S (each record stamped with its send time):
+# 5 ms, like a producer with linger.ms = 5. Ticks of 2 ms cost the shared broker ~0.1 core
+# more in produce requests at 10k records/s and made every phase on the machine slower.
+TICK_S = 0.005
 
 
 def site_name(i: int) -> str:
@@ -148,8 +152,13 @@ async def produce_backlog(
     return dict(ends.ends)
 
 
+def paced_producer(bootstrap: str) -> AIOKafkaProducer:
+    """The producer `paced` sends with (start it first; one for a warm-up and its phase)."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+
+
 async def paced(
-    bootstrap: str,
+    producer: AIOKafkaProducer,
     topic: str,
     payloads: Payloads,
     *,
@@ -158,27 +167,25 @@ async def paced(
     partitions: int,
     offset: int = 0,
 ) -> int:
-    """Produce at `rate` records/s for `seconds`, `ts` = send time; returns records sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
-    await producer.start()
+    """Produce at `rate` records/s for `seconds`, `ts` = send time; returns records sent
+    once all are acknowledged. `producer` is started and already knows the topic (a
+    warm-up phase): a new producer's first sends wait for its connection and the topic's
+    metadata, which added up to a second to the first records' latency."""
     ends = Ends()
     sent = 0
     futures: list[asyncio.Future[object]] = []
-    try:
-        start = time.monotonic()
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(rate * elapsed) - sent
-            if due > 0:
-                items = _items(
-                    payloads, range(offset + sent, offset + sent + due), time.time(), partitions
-                )
-                futures += await _send_grouped(producer, topic, items, ends)
-                sent += due
-                futures = [f for f in futures if not f.done()]
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(rate * elapsed) - sent
+        if due > 0:
+            items = _items(
+                payloads, range(offset + sent, offset + sent + due), time.time(), partitions
+            )
+            futures += await _send_grouped(producer, topic, items, ends)
+            sent += due
+            futures = [f for f in futures if not f.done()]
+        await asyncio.sleep(TICK_S)
+    await asyncio.gather(*futures)
     return sent
 
 
@@ -279,11 +286,19 @@ def stamps(value: bytes) -> tuple[float, float]:
     return _number_after(value, b'"ts":'), _number_after(value, b'"scored_at":')
 
 
-class LatencyReader:
-    """Reads the output topic from its current end; keeps (ts, scored_at, seen) per record."""
+def input_stamps(value: bytes) -> tuple[float, float]:
+    """(ts, ts) of an input record: the floor control reads the input topic itself."""
+    ts = _number_after(value, b'"ts":')
+    return ts, ts
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+
+class LatencyReader:
+    """Reads a topic from its current end; keeps (ts, scored_at, seen) per record.
+    `inputs`: the topic holds input records (no `scored_at`: the floor control)."""
+
+    def __init__(self, bootstrap: str, topic: str, *, inputs: bool = False) -> None:
         self._bootstrap, self._topic = bootstrap, topic
+        self._stamps = input_stamps if inputs else stamps
         self.rows: list[tuple[float, float, float]] = []
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
@@ -312,7 +327,7 @@ class LatencyReader:
                 seen = time.time()
                 for msgs in data.values():
                     for m in msgs:
-                        self.rows.append((*stamps(m.value), seen))
+                        self.rows.append((*self._stamps(m.value), seen))
         finally:
             await consumer.stop()
 
