@@ -721,10 +721,16 @@ def latency_report(args: argparse.Namespace, res: Run) -> list[str]:
             f"{p['received']:,.0f} / {p['sent']:,.0f} | {'yes' if sustained(p) else '**no**'} | "
             f"{_cores(p)} |"
         )
+    top = (
+        f"Maximum offered load sustained: **{res.sustained:,.0f} records/s** "
+        f"({res.sustained / res.backlog_rate:.0%} of the backlog rate)."
+        if res.sustained
+        else "**No step was sustained**: the loads below are shares of the first step's "
+        "offered rate."
+    )
     lines += [
         "",
-        f"Maximum offered load sustained: **{res.sustained:,.0f} records/s** "
-        f"({res.sustained / res.backlog_rate:.0%} of the backlog rate).",
+        top,
         "",
         f"Latency at shares of it: medians over {args.repeat} rounds (each round runs every "
         "worker at every load, interleaved; the daemon's p99 of each round in the last "
