@@ -6,7 +6,7 @@ All functions take plain numpy arrays: `scores (T,)` (higher = more anomalous),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import comb
 
@@ -30,6 +30,13 @@ class Detection:
     recall: float
     best_f1: float  # best F1 over all thresholds on test: an upper bound, not a result
     threshold: float
+
+
+def mean_over(per_machine: Mapping[str, Detection], attr: str) -> float:
+    """The mean of one metric (`auprc`, `f1`, ...) over the machines (nan if none)."""
+    if not per_machine:
+        return float("nan")
+    return float(np.mean([getattr(d, attr) for d in per_machine.values()]))
 
 
 def quantile_threshold(train_scores: npt.ArrayLike, fpr: float) -> float:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from bench import product
 from bench.baselines import IForestModel, PCAModel, half_space_trees
 from bench.data import Machine, subsample
-from bench.metrics import Detection, HitRate, detection, hit_rate_at_k
+from bench.metrics import Detection, HitRate, detection, hit_rate_at_k, mean_over
 from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
 from streamvae.model.thresholds import quantile_threshold
 
@@ -201,10 +201,7 @@ def average(runs: Sequence[SmdResults], seeds: tuple[int, ...]) -> SmdResults:
             dets = [r.detection[method][machine] for r in runs]
             out.detection.setdefault(method, {})[machine] = _mean_of(dets, Detection)
         out.per_seed[method] = [
-            (
-                float(np.mean([d.auprc for d in r.detection[method].values()])),
-                float(np.mean([d.f1 for d in r.detection[method].values()])),
-            )
+            (mean_over(r.detection[method], "auprc"), mean_over(r.detection[method], "f1"))
             for r in runs
         ]
         out.seconds[method] = float(np.mean([r.seconds.get(method, 0.0) for r in runs]))

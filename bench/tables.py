@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
 from bench import plots
 from bench.data import TABULAR_NAMES
 from bench.density import DECODERS, DensityResults
 from bench.fewshot import METHODS, FewShotResults
-from bench.metrics import Detection
+from bench.metrics import mean_over as _mean
 from bench.report import Report, fmt, pm
 from bench.smd import SHORT, SmdResults
 
@@ -73,10 +71,6 @@ def density(rep: Report, res: DensityResults) -> None:
         )
         plots.loss_curves(res.curves, TABULAR_NAMES, path)
     rep.text(f"Training time, all runs of this section: {res.seconds / 60:.1f} min.")
-
-
-def _mean(d: Mapping[str, Detection], attr: str) -> float:
-    return float(np.mean([getattr(v, attr) for v in d.values()])) if d else float("nan")
 
 
 def _per_seed(pairs: list[tuple[float, float]], which: int) -> str:
