@@ -12,7 +12,7 @@ from streamvae.outputs import ScoredRows, build_scores, encode_scores, stack_val
 from streamvae.records import SensorRecord, SourcePosition, encode_score
 
 
-def _rows(seed: int, top: int, d: int = 38) -> ScoredRows:
+def _rows(seed: int, top: int, d: int = 38, where: str = "some") -> ScoredRows:
     rng = np.random.default_rng(seed)
     b = int(rng.integers(1, 40))
     features = tuple(f'm{i}"é\\' if i % 5 == 0 else f"m{i:02d}" for i in range(d))
@@ -21,7 +21,9 @@ def _rows(seed: int, top: int, d: int = 38) -> ScoredRows:
             f"site-{i % 3}",
             float(rng.uniform(0, 2e9)),
             tuple(rng.random(d).tolist()),
-            SourcePosition("in", i % 2, i) if i % 4 else None,
+            SourcePosition("in", i % 2, i)
+            if where == "all" or (where == "some" and i % 4)
+            else None,
         )
         for i in range(b)
     ]
@@ -47,10 +49,13 @@ def _rows(seed: int, top: int, d: int = 38) -> ScoredRows:
     )
 
 
+@pytest.mark.parametrize("where", ["some", "all", "none"])  # rows with a position
 @pytest.mark.parametrize("top", [0, 3])
 @pytest.mark.parametrize("seed", range(24))
-def test_batch_encoding_equals_per_record_encoding(seed: int, top: int) -> None:
-    rows = _rows(seed, top)
+def test_batch_encoding_equals_per_record_encoding(seed: int, top: int, where: str) -> None:
+    # every row with a position (the Kafka path), none (files, replay) and a mix: one
+    # template per record, so each form is checked against `encode_score`
+    rows = _rows(seed, top, where=where)
     expected = [encode_score(r) for r in rows.score_records()]
     assert encode_scores(rows) == expected
 
