@@ -295,8 +295,8 @@ def input_stamps(value: bytes) -> tuple[float, float]:
 # The reader stands for "the score is readable downstream". Tansu holds every fetch for
 # its whole max wait when the partition is empty at arrival (a Kafka broker answers as
 # soon as data arrives), so a 50 ms wait added up to 50 ms (p50 ~15 ms) of the reader's
-# own to every figure, the floor control's included. 5 ms keeps that under the paced
-# producer's tick at the cost of more (empty) fetch requests.
+# own to every figure, the floor control's included. 5 ms keeps it within one tick of the
+# paced producer (TICK_S) at the cost of more (empty) fetch requests.
 READER_FETCH_WAIT_MS = 5
 
 
