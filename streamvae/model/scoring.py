@@ -30,6 +30,7 @@ the batch it arrives in and repeated scoring is exactly reproducible.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -94,6 +95,32 @@ def importance_score(
 PackedScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class SigmoidTanh(nn.Module):
+    """tanh(v) computed as 2·sigmoid(2v) − 1: the same function, within 2e-7 absolute of
+    `torch.tanh` (float32; tested), and about 4× faster on the CPU: torch's vectorised
+    float32 tanh took 357 µs for a (1024, 128) tensor where sigmoid took 47 (this
+    form 87), and the six tanh layers were 35 % of the scoring graph's CPU time."""
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v * 2.0) * 2.0 - 1.0
+
+
+def with_sigmoid_tanh(module: nn.Module) -> nn.Module:
+    """A copy of `module` with every `nn.Tanh` replaced by `SigmoidTanh` (the original
+    is left alone: it may be in use by another thread; its weights are a few hundred KB).
+    """
+    fast = copy.deepcopy(module)
+    tanhs = [
+        (parent, name)
+        for parent in fast.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Tanh)
+    ]
+    for parent, name in tanhs:
+        setattr(parent, name, SigmoidTanh())
+    return fast
+
+
 class _Packed(nn.Module):
     """`importance_score` as one module: (B, 2 + D) = [score, latent, contributions]
     (one tensor: one device→host copy per chunk, one sync on a GPU)."""
@@ -120,11 +147,15 @@ def packed_scorer(
     CPU time in the daemon (bench/throughput.py), and ~100× next to a busy thread. The
     traced graph runs all of them in C++ with the GIL released once: 4.2 µs/record
     alone and 13 µs next to a thread spinning in Python (eager: 5.4 and 450 µs).
-    Same operations, same results (bit-identical on the CPU, tested). The trace records
+    Same operations as `importance_score` but for tanh (below). The trace records
     eval-mode modules (dropout off) and log K as a constant, hence one graph per K; the
     batch size stays dynamic. Falls back to the eager module if tracing fails.
+
+    The graph computes tanh as 2·sigmoid(2v) − 1 (`SigmoidTanh`): 4.7 → 3.5 µs/record
+    at B = 1024 on one CPU thread; scores differ from the `nn.Tanh` maths by float32
+    rounding only (relative 2e-7 on a 1024-record batch; tested to 1e-5).
     """
-    module = _Packed(vae, disc).eval()
+    module = with_sigmoid_tanh(_Packed(vae, disc)).eval()
     device = eps.device
     x = torch.zeros((2, n_features), device=device)
     site = torch.zeros(2, dtype=torch.long, device=device)

@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from torch import nn
 from torch.distributions import Independent, Normal
 
 from streamvae.detector import Detector
-from streamvae.model.scoring import importance_score, packed_scorer, scoring_noise
+from streamvae.model.scoring import (
+    SigmoidTanh,
+    importance_score,
+    packed_scorer,
+    scoring_noise,
+    with_sigmoid_tanh,
+)
 from tests.unit.model.conftest import SiteData
 
 D, L = 5, 2
@@ -122,8 +129,9 @@ def test_contribution_points_at_the_broken_sensor(detector: Detector, site_data:
 
 @pytest.mark.parametrize("k", [1, 5])
 def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteData, k: int) -> None:
-    """The daemon scores through one traced graph (`packed_scorer`): same numbers as the
-    eager `importance_score`, for any batch size (the trace was taken at 2 records)."""
+    """The daemon scores through one traced graph (`packed_scorer`): the numbers of the
+    eager `importance_score` up to float32 rounding (its tanh is 2·sigmoid(2v) − 1), for
+    any batch size (the trace was taken at 2 records)."""
     eps = scoring_noise(k, detector.model_spec.latent_dim, detector.device)
     scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
     x = torch.from_numpy(detector.scaler.transform(site_data.values, site_data.sites))
@@ -132,4 +140,26 @@ def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteDat
         for n in (1, 7, 300):
             r = importance_score(detector.vae, detector.disc, x[:n], slots[:n], eps)
             eager = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
-            torch.testing.assert_close(scorer(x[:n], slots[:n]), eager, rtol=0, atol=0)
+            torch.testing.assert_close(scorer(x[:n], slots[:n]), eager, rtol=1e-5, atol=1e-4)
+
+
+def test_sigmoid_tanh_is_tanh() -> None:
+    v = torch.cat(
+        [
+            torch.linspace(-30.0, 30.0, 200_001),
+            torch.logspace(-12, 2, 1_000),
+            -torch.logspace(-12, 2, 1_000),
+            torch.tensor([0.0, -0.0, 3e38, -3e38, float("inf"), float("-inf")]),
+        ]
+    )
+    fast = SigmoidTanh()(v)
+    torch.testing.assert_close(fast.double(), torch.tanh(v.double()), rtol=0, atol=2e-7)
+    assert fast.abs().max() <= 1.0
+    assert SigmoidTanh()(torch.tensor([float("nan")])).isnan().all()
+
+
+def test_sigmoid_tanh_copy_leaves_the_model_alone(detector: Detector) -> None:
+    fast = with_sigmoid_tanh(detector.vae)
+    assert not any(isinstance(m, nn.Tanh) for m in fast.modules())
+    assert any(isinstance(m, nn.Tanh) for m in detector.vae.modules())
+    assert fast.state_dict().keys() == detector.vae.state_dict().keys()
