@@ -12,13 +12,8 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from streamvae.detector import Detector
-from streamvae.model.scoring import (
-    SigmoidTanh,
-    importance_score,
-    packed_scorer,
-    scoring_noise,
-    with_sigmoid_tanh,
-)
+from streamvae.model.nn import MLP, sigmoid_form
+from streamvae.model.scoring import importance_score, inference_copy, packed_scorer, scoring_noise
 from tests.unit.model.conftest import SiteData
 
 D, L = 5, 2
@@ -143,23 +138,24 @@ def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteDat
             torch.testing.assert_close(scorer(x[:n], slots[:n]), eager, rtol=1e-5, atol=1e-4)
 
 
-def test_sigmoid_tanh_is_tanh() -> None:
-    v = torch.cat(
-        [
-            torch.linspace(-30.0, 30.0, 200_001),
-            torch.logspace(-12, 2, 1_000),
-            -torch.logspace(-12, 2, 1_000),
-            torch.tensor([0.0, -0.0, 3e38, -3e38, float("inf"), float("-inf")]),
-        ]
-    )
-    fast = SigmoidTanh()(v)
-    torch.testing.assert_close(fast.double(), torch.tanh(v.double()), rtol=0, atol=2e-7)
-    assert fast.abs().max() <= 1.0
-    assert SigmoidTanh()(torch.tensor([float("nan")])).isnan().all()
+@pytest.mark.parametrize("hidden", [(), (16,), (32, 16, 8)])
+def test_sigmoid_form_is_the_same_function(hidden: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    mlp = MLP(6, hidden, 3, dropout=0.5).eval()
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.normal_(0.0, 1.0)
+    x = torch.cat([torch.randn(2000, 6) * 3.0, torch.zeros(1, 6), torch.full((1, 6), 1e30)])
+    with torch.inference_mode():
+        want, got = mlp(x), sigmoid_form(mlp)(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, nn.Tanh) for m in sigmoid_form(mlp).modules())
 
 
-def test_sigmoid_tanh_copy_leaves_the_model_alone(detector: Detector) -> None:
-    fast = with_sigmoid_tanh(detector.vae)
-    assert not any(isinstance(m, nn.Tanh) for m in fast.modules())
-    assert any(isinstance(m, nn.Tanh) for m in detector.vae.modules())
-    assert fast.state_dict().keys() == detector.vae.state_dict().keys()
+def test_inference_copy_leaves_the_model_alone(detector: Detector) -> None:
+    before = {k: v.clone() for k, v in detector.vae.state_dict().items()}
+    fast = inference_copy(detector.vae)
+    assert not any(isinstance(m, MLP | nn.Tanh) for m in fast.modules())
+    assert sum(isinstance(m, MLP) for m in detector.vae.modules()) == 2
+    for k, v in detector.vae.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
