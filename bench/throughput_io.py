@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 SENSORS = 38
 SITES = 14
@@ -197,6 +198,18 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         await consumer.force_metadata_update()
         await asyncio.sleep(0.1)
     raise RuntimeError(f"no partitions for {topic}")
+
+
+async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    """Delete finished phases' topics: Tansu keeps every record in memory, and a full run
+    (backlog, ~30 paced phases, a 5-minute soak of ~3M records) grew it past 9 GB, at
+    which point it served the soak so slowly that the run stalled (2026-12-02)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
 
 
 async def highwaters(bootstrap: str, topic: str, near: dict[int, int]) -> dict[int, int]:
