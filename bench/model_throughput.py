@@ -1,14 +1,18 @@
 """Model-only scoring throughput, training time per epoch, and the quality/speed trade-off.
 
-Run: PYTHONPATH=. /work/venv/bin/python -m bench.model_throughput [--quick]
-Writes bench/out/model_throughput.md and prints the same tables.
+Run: PYTHONPATH=. .venv/bin/python -m bench.model_throughput [--quick] [--device cuda]
+Writes bench/out/model_throughput.md (`model_throughput_cuda.md` on a GPU) and prints
+the same tables.
 
-* Scoring: `importance_score` on pre-built tensors (no scaler, no numpy
-  conversion) for batch sizes 1…4096 and K in {1, 8, 32}, D = 38, default
-  network; medians of repeated timings (the 2 cores are shared: noisy).
-  Baselines measured in the same run: the same layer sizes as plain matmuls
-  (no activations, no distributions, K = 1), and the paper's 2×500 network.
-  `Detector.score` end to end (numpy in/out, scaler, thresholds) for reference.
+* Scoring: the daemon's scoring graph (`packed_scorer`: traced, MLPs in sigmoid form)
+  on pre-built tensors on the device (no scaler, no numpy conversion) for batch sizes
+  1…4096 (1,024…262,144 on a GPU) and K in {1, 8, 32}, D = 38, default network;
+  medians of repeated timings (the 2 cores are shared: noisy). Baselines measured in
+  the same run: the eager `importance_score` (tanh maths, what the graph replaces),
+  the same layer sizes as plain matmuls (no activations, no distributions, K = 1),
+  and the paper's 2×500 network. `Detector.score` end to end (numpy in/out, scaler,
+  thresholds, host↔device copies through pinned buffers) for reference.
+* With `--device cuda` only the scoring tables run (the rest is about the CPU).
 * Trade-off: hidden sizes × K at batch 1024 against held-out log-likelihood
   (reference estimate with K = 256) and AUROC on synthetic 38-sensor data with
   injected anomalies (one sensor shifted by 1.5 robust sd), each network trained
@@ -30,11 +34,24 @@ import numpy as np
 import torch
 
 from streamvae.detector import Detector, ModelSpec, ThresholdSpec, TrainSpec, train_detector
-from streamvae.model.scoring import importance_score, scoring_noise
+from streamvae.model.scoring import importance_score, packed_scorer, scoring_noise
 from streamvae.model.training import build
 
 D = 38
 OUT = Path(__file__).resolve().parent / "out" / "model_throughput.md"
+
+
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """`fn` followed by a device sync (CUDA runs asynchronously)."""
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
 
 
 def median_rate(fn: Callable[[], object], records: int, repeats: int, min_s: float = 0.2) -> float:
@@ -53,17 +70,32 @@ def median_rate(fn: Callable[[], object], records: int, repeats: int, min_s: flo
     return statistics.median(rates)
 
 
-def scoring_rate(spec: ModelSpec, batch: int, repeats: int) -> float:
+def scoring_rate(
+    spec: ModelSpec,
+    batch: int,
+    repeats: int,
+    device: torch.device | None = None,
+    *,
+    eager: bool = False,
+) -> float:
+    """records/s of the daemon's scoring graph (`packed_scorer`), or with `eager` of
+    `importance_score` as written (tanh, one op at a time)."""
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
-    vae, disc = build(D, spec, torch.device("cpu"))
+    vae, disc = build(D, spec, device)
     vae.eval()
     if disc is not None:
         disc.eval()
-    eps = scoring_noise(spec.importance_samples, spec.latent_dim, torch.device("cpu"))
-    x = torch.randn(batch, D)
-    s = torch.randint(0, 16, (batch,))
+    eps = scoring_noise(spec.importance_samples, spec.latent_dim, device)
+    x = torch.randn(batch, D, device=device)
+    s = torch.randint(0, 16, (batch,), device=device)
+    if eager:
+        fn: Callable[[], object] = lambda: importance_score(vae, disc, x, s, eps)  # noqa: E731
+    else:
+        scorer = packed_scorer(vae, disc, eps, D)
+        fn = lambda: scorer(x, s)  # noqa: E731
     with torch.inference_mode():
-        return median_rate(lambda: importance_score(vae, disc, x, s, eps), batch, repeats)
+        return median_rate(_synced(fn, device), batch, repeats)
 
 
 def matmul_rate(hidden: tuple[int, ...], latent: int, batch: int, repeats: int) -> float:
@@ -185,14 +217,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (only the scoring tables)")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
     torch.set_num_threads(1)
     repeats = 3 if args.quick else args.repeats
+    where = torch.cuda.get_device_name(device) if gpu else "CPU"
     lines = [
-        "# Model throughput (model only, CPU)",
+        f"# Model throughput (model only, {where})",
         "",
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, D = {D}; medians of "
-        f"{repeats} timings (shared 2-core machine: noisy).",
+        f"{repeats} timings (shared machine: noisy).",
         "",
     ]
     default = ModelSpec()
@@ -200,43 +236,55 @@ def main() -> None:
         f"Default network: hidden {default.hidden}, latent {default.latent_dim}, "
         f"discriminator {default.discriminator_hidden}, K = {default.importance_samples}.",
         "",
-        "## Scoring throughput (records/s), default network",
+        "## Scoring throughput (records/s), default network, the daemon's scoring graph",
         "",
     ]
-    batches = [1, 8, 64, 512, 1024, 4096]
+    batches = [1024, 8192, 65536, 262144] if gpu else [1, 8, 64, 512, 1024, 4096]
     header = "| threads | K | " + " | ".join(f"B={b}" for b in batches) + " |"
     lines += [header, "|" + "---|" * (len(batches) + 2)]
-    for threads in (1, 2):
+    for threads in (1,) if gpu else (1, 2):
         torch.set_num_threads(threads)
         for k in (1, 8, 32):
             spec = replace(default, importance_samples=k)
-            rates = [scoring_rate(spec, b, repeats) for b in batches]
+            rates = [scoring_rate(spec, b, repeats, device) for b in batches]
             lines.append(f"| {threads} | {k} | " + " | ".join(f"{r:,.0f}" for r in rates) + " |")
             print(lines[-1], flush=True)
     torch.set_num_threads(1)
+    big = batches[-1] if gpu else 1024
     lines += ["", "Everything below: 1 torch thread."]
     lines += [
         "",
         "## Baselines (same run)",
         "",
-        "| network | K | B=1024 records/s |",
+        f"| network | K | B={big} records/s |",
         "|---|---|---|",
     ]
-    mm = matmul_rate(default.hidden, default.latent_dim, 1024, repeats)
-    lines.append(f"| default sizes, bare matmuls | 1 | {mm:,.0f} |")
+    for k in (1, 8):
+        spec = replace(default, importance_samples=k)
+        graph = scoring_rate(spec, big, repeats, device)
+        eager = scoring_rate(spec, big, repeats, device, eager=True)
+        lines.append(f"| default, the daemon's graph | {k} | {graph:,.0f} |")
+        lines.append(f"| default, eager `importance_score` (tanh) | {k} | {eager:,.0f} |")
+    if not gpu:
+        mm = matmul_rate(default.hidden, default.latent_dim, 1024, repeats)
+        lines.append(f"| default sizes, bare matmuls | 1 | {mm:,.0f} |")
     paper = replace(default, hidden=(500, 500))
     for k in (1, 8):
-        r = scoring_rate(replace(paper, importance_samples=k), 1024, repeats)
-        lines.append(f"| paper 2x500 | {k} | {r:,.0f} |")
-    print("\n".join(lines[-4:]), flush=True)
+        rate = scoring_rate(replace(paper, importance_samples=k), big, repeats, device)
+        lines.append(f"| paper 2x500 | {k} | {rate:,.0f} |")
+    print("\n".join(lines[-8:]), flush=True)
     det = train_detector(
         *synthetic(5, 2000), features=[f"m{i}" for i in range(D)], model_spec=default,
-        train_spec=TrainSpec(max_epochs=1), threshold_spec=ThresholdSpec(), device="cpu",
+        train_spec=TrainSpec(max_epochs=1), threshold_spec=ThresholdSpec(), device=args.device,
         version="e2e",
     )  # fmt: skip
-    xv, sv = synthetic(6, 1024)
-    e2e = median_rate(lambda: det.score(xv, sv), 1024, repeats)
+    xv, sv = synthetic(6, big)
+    e2e = median_rate(lambda: det.score(xv, sv), big, repeats)
     lines.append(f"| default, `Detector.score` end to end (numpy, scaler) | 1 | {e2e:,.0f} |")
+    out = OUT.with_name("model_throughput_cuda.md") if gpu else OUT
+    if gpu:
+        _write(out, lines)
+        return
 
     lines += ["", "## Quality / speed trade-off (synthetic 38 sensors, 4 sites)", ""]
     lines += [
@@ -260,8 +308,12 @@ def main() -> None:
         f"{et['s_per_epoch_incl_10_disc_epochs']:.2f} s per epoch with the optimal prior "
         "(VAE epoch + 10 discriminator epochs + validation).",
     ]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    _write(out, lines)
+
+
+def _write(out: Path, lines: list[str]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
