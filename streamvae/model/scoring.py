@@ -147,7 +147,7 @@ def packed_scorer(
     interleaved timings, default network); scores differ from the tanh maths by float32
     rounding only (relative 3e-7 there; tested to 1e-5).
     """
-    module = inference_copy(_Packed(vae, disc))
+    module = _Packed(vae, disc).eval()
     device = eps.device
     x = torch.zeros((2, n_features), device=device)
     site = torch.zeros(2, dtype=torch.long, device=device)
@@ -157,9 +157,9 @@ def packed_scorer(
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             with torch.inference_mode(False), torch.no_grad():
                 graph = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    module, (x, site, eps), check_trace=False
+                    inference_copy(module), (x, site, eps), check_trace=False
                 )
-    except Exception:  # never expected: score eagerly rather than not at all
+    except Exception:  # never expected: score eagerly (tanh maths) rather than not at all
         log.exception("tracing the scoring graph failed; scoring eagerly")
         return lambda xt, st: module(xt, st, eps)
     return lambda xt, st: graph(xt, st, eps)

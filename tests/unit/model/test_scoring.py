@@ -152,6 +152,30 @@ def test_sigmoid_form_is_the_same_function(hidden: tuple[int, ...]) -> None:
     assert not any(isinstance(m, nn.Tanh) for m in sigmoid_form(mlp).modules())
 
 
+def test_scorer_falls_back_to_the_eager_maths(
+    detector: Detector, site_data: SiteData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(mlp: MLP) -> nn.Sequential:
+        raise ValueError("not a tanh MLP")
+
+    monkeypatch.setattr("streamvae.model.scoring.sigmoid_form", broken)
+    eps = scoring_noise(1, detector.model_spec.latent_dim, detector.device)
+    scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
+    x = torch.from_numpy(detector.scaler.transform(site_data.values, site_data.sites))[:20]
+    slots = torch.from_numpy(detector.slots_of(site_data.sites)[0])[:20]
+    with torch.inference_mode():
+        r = importance_score(detector.vae, detector.disc, x, slots, eps)
+        eager = torch.cat([r.score[:, None], r.latent[:, None], r.contributions], 1)
+        torch.testing.assert_close(scorer(x, slots), eager, rtol=0, atol=0)
+
+
+def test_sigmoid_form_refuses_other_activations() -> None:
+    mlp = MLP(4, (8,), 2)
+    mlp[1] = nn.ReLU()
+    with pytest.raises(ValueError, match="tanh MLP"):
+        sigmoid_form(mlp)
+
+
 def test_inference_copy_leaves_the_model_alone(detector: Detector) -> None:
     before = {k: v.clone() for k, v in detector.vae.state_dict().items()}
     fast = inference_copy(detector.vae)
