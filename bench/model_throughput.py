@@ -281,9 +281,8 @@ def main() -> None:
     xv, sv = synthetic(6, big)
     e2e = median_rate(lambda: det.score(xv, sv), big, repeats)
     lines.append(f"| default, `Detector.score` end to end (numpy, scaler) | 1 | {e2e:,.0f} |")
-    out = OUT.with_name("model_throughput_cuda.md") if gpu else OUT
     if gpu:
-        _write(out, lines)
+        _write(OUT.with_name("model_throughput_cuda.md"), lines)
         return
 
     lines += ["", "## Quality / speed trade-off (synthetic 38 sensors, 4 sites)", ""]
@@ -308,7 +307,7 @@ def main() -> None:
         f"{et['s_per_epoch_incl_10_disc_epochs']:.2f} s per epoch with the optimal prior "
         "(VAE epoch + 10 discriminator epochs + validation).",
     ]
-    _write(out, lines)
+    _write(OUT, lines)
 
 
 def _write(out: Path, lines: list[str]) -> None:

@@ -125,7 +125,7 @@ def test_contribution_points_at_the_broken_sensor(detector: Detector, site_data:
 @pytest.mark.parametrize("k", [1, 5])
 def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteData, k: int) -> None:
     """The daemon scores through one traced graph (`packed_scorer`): the numbers of the
-    eager `importance_score` up to float32 rounding (its tanh is 2·sigmoid(2v) − 1), for
+    eager `importance_score` up to float32 rounding (its MLPs are in sigmoid form), for
     any batch size (the trace was taken at 2 records)."""
     eps = scoring_noise(k, detector.model_spec.latent_dim, detector.device)
     scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
