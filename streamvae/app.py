@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from streamvae.pipeline import (
     Pipeline,
     PipelineMetrics,
     PipelineSpec,
+    TrainingSink,
 )
 from streamvae.records import DecoderSpec, decode_record, encode_dead_letter, encode_score
 from streamvae.swap import ModelHolder, StoreView
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from streamvae.config import Settings
     from streamvae.kafka import KafkaSink
     from streamvae.retrainer import Retrainer
+    from streamvae.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,20 @@ class ShutdownTimeoutError(StreamvaeError):
     """The daemon did not finish its in-flight work within the shutdown deadline."""
 
 
+TrainingFactory = Callable[
+    ["DaemonState", tuple[str, ...], asyncio.TaskGroup, asyncio.Event], TrainingSink
+]
+
+
 @dataclass
 class DaemonState:
-    """One run: its inputs, and what the health endpoints read."""
+    """One run: its inputs, and what the health endpoints read.
+
+    The hooks differ between the daemon and a serving worker process (streamvae.workers):
+    `make_training` builds the training sink (default: the in-daemon retrainer; a worker
+    forwards to the daemon), `before_connect` runs once a model is there and before the
+    clients connect (the daemon waits for its workers, so that the consumer group forms
+    once), `pool` is the daemon's workers (ready only while all of them are)."""
 
     run: RunSpec
     holder: ModelHolder
@@ -62,6 +76,10 @@ class DaemonState:
     connected: bool = False
     broker_ok: bool = True
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    make_training: TrainingFactory | None = None
+    before_connect: Callable[[asyncio.Event], Awaitable[None]] | None = None
+    training: TrainingSink | None = None  # the training sink in use (set by `serve`)
+    pool: WorkerPool | None = None
 
     def ready(self) -> bool:
         return (
@@ -70,6 +88,7 @@ class DaemonState:
             and self.broker_ok
             and self.pipeline is not None
             and self.pipeline.healthy
+            and (self.pool is None or self.pool.ready())
         )
 
 
@@ -179,36 +198,81 @@ class RunSpec:
     bootstrap: str
 
 
-async def _main(run: RunSpec) -> int:
-    settings = run.settings
-    stop = asyncio.Event()
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    instruments = make_metrics(settings)
-    holder = ModelHolder(
-        run.store,
-        instruments.serving,
+
+
+def new_holder(settings: Settings, store: StoreView, metrics: PipelineMetrics) -> ModelHolder:
+    return ModelHolder(
+        store,
+        metrics,
         device=resolve_device(settings.model.device),
         features=initial_features(settings),
         poll_interval_s=settings.store.poll_interval_s,
     )
-    state = DaemonState(run, holder, instruments)
+
+
+def _worker_pool(run: RunSpec, instruments: Instruments, state: DaemonState) -> WorkerPool | None:
+    """`service.workers - 1` serving worker processes, when both ends are Kafka."""
+    workers = run.settings.service.workers
+    if workers <= 1:
+        return None
+    if run.input_path is not None or run.output_path is not None:
+        log.warning("service.workers = %d ignored: replaying a file runs in one process", workers)
+        return None
+    from streamvae.workers import WorkerPool
+
+    return WorkerPool(
+        run.settings,
+        run.bootstrap,
+        instruments.serving,
+        training=lambda: state.training,
+        count=workers - 1,
+    )
+
+
+async def _main(run: RunSpec) -> int:
+    settings = run.settings
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    instruments = make_metrics(settings)
+    state = DaemonState(run, new_holder(settings, run.store, instruments.serving), instruments)
+    pool = _worker_pool(run, instruments, state)
+    if pool is not None:
+        # this process is worker 0: its pipeline's gauges are combined with the others'
+        state.instruments = instruments = dataclasses.replace(instruments, serving=pool.view(0))
+        state.pool, state.before_connect = pool, pool.wait_started
+    holder = state.holder
     await holder.refresh()  # the first look at the store: StoreError here is fatal
     # Start-up objects (torch, modules, the model) never die: moving them out of the
     # collector's generations keeps full collections from walking them again and again
     # while the hot path allocates a few containers per record.
     gc.freeze()
+
+    def tasks(tg: asyncio.TaskGroup) -> None:
+        tg.create_task(holder.watch(stop))
+        tg.create_task(_http(settings, instruments.render, state, stop))
+        tg.create_task(track_readiness(state, stop))
+        tg.create_task(shutdown_deadline(stop, state.finished, settings.service.shutdown_timeout_s))
+        if pool is not None:
+            tg.create_task(pool.run(stop), name="workers")
+        tg.create_task(serve(tg, state, stop))
+
+    code = await run_tasks(settings, tasks)
+    if pool is not None and pool.failed:
+        log.error("stopped because %s", pool.failed)
+        code = code or 1
+    return code
+
+
+async def run_tasks(settings: Settings, tasks: Callable[[asyncio.TaskGroup], None]) -> int:
+    """Run the tasks `tasks` creates in one TaskGroup; the exit code (module docstring)."""
     code = 0
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(holder.watch(stop))
-            tg.create_task(_http(settings, instruments.render, state, stop))
-            tg.create_task(track_readiness(state, stop))
-            tg.create_task(
-                shutdown_deadline(stop, state.finished, settings.service.shutdown_timeout_s)
-            )
-            tg.create_task(serve(tg, state, stop))
+            tasks(tg)
     except* ShutdownTimeoutError:
         log.error("shutdown deadline of %.1fs missed", settings.service.shutdown_timeout_s)
         code = 1
@@ -238,13 +302,13 @@ async def serve(tg: asyncio.TaskGroup, state: DaemonState, stop: asyncio.Event) 
             FileSink(run.output_path) if run.output_path else KafkaSink(kspec)
         )
         try:
+            if state.before_connect is not None:
+                await state.before_connect(stop)
             if not await sink.start(stop) or not await source.start(stop):
                 return
             features = state.holder.features or ()
-            # the retrainer is the training sink in every mode (a replay onboards sites too);
-            # `retraining.enabled` decides whether it also runs training passes
-            retrainer = _retrainer(state, features)
-            tg.create_task(retrainer.run(stop), name="retrainer")
+            make_training = state.make_training or _retrainer_sink
+            state.training = training = make_training(state, features, tg, stop)
             spec = decoder_spec(settings, features)
             codec = Codec(
                 decode=lambda payload, pos: decode_record(payload, spec, pos),
@@ -259,7 +323,7 @@ async def serve(tg: asyncio.TaskGroup, state: DaemonState, stop: asyncio.Event) 
                 codec,
                 pipeline_spec(settings),
                 metrics=state.instruments.serving,
-                training=retrainer,
+                training=training,
             )
             if isinstance(source, KafkaSource):
                 source.on_revoke = pipeline.drain
@@ -280,6 +344,16 @@ async def serve(tg: asyncio.TaskGroup, state: DaemonState, stop: asyncio.Event) 
         stop.set()  # a replayed file has ended: let the other tasks go too
 
 
+def _retrainer_sink(
+    state: DaemonState, features: tuple[str, ...], tg: asyncio.TaskGroup, stop: asyncio.Event
+) -> TrainingSink:
+    """The retrainer is the training sink in every mode (a replay onboards sites too);
+    `retraining.enabled` decides whether it also runs training passes."""
+    retrainer = _retrainer(state, features)
+    tg.create_task(retrainer.run(stop), name="retrainer")
+    return retrainer
+
+
 def _retrainer(state: DaemonState, features: tuple[str, ...]) -> Retrainer:
     """The in-daemon retrainer (always the training sink; `retraining.enabled` gates passes)."""
     from streamvae.retrain_setup import build_retrainer
@@ -288,6 +362,8 @@ def _retrainer(state: DaemonState, features: tuple[str, ...]) -> Retrainer:
 
     async def promoted(version: str) -> None:
         await holder.refresh()  # serve the new model now, not at the next poll
+        if state.pool is not None:
+            state.pool.models_changed()  # and so do the workers
 
     return build_retrainer(
         state.run.settings,

@@ -73,6 +73,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streamvae.workers import worker_command
+
+    rc: int = worker_command(args.index, args.fd, args.bootstrap)
+    return rc
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from streamvae.kafka import produce_command
 
@@ -134,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=False)
     p.add_argument("--input", default=None, help="JSONL file or - (stdin) instead of Kafka")
     p.add_argument("--output", default=None, help="JSONL file or - (stdout) instead of Kafka")
+
+    p = add("worker", cmd_worker, "internal: a serving worker process of `run` (service.workers)")
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--fd", type=int, required=True, help="pipe to report to the daemon on")
+    p.add_argument("--bootstrap", required=True, help="the daemon's resolved Kafka address")
 
     p = add("produce", cmd_produce, "publish a JSONL/CSV file to a Kafka topic")
     p.add_argument("--config", required=False)

@@ -15,6 +15,7 @@ The key names are a public contract: `config.example.toml` documents each one.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -243,6 +244,15 @@ class ServiceSettings(_Section):
         description="With no model: true = do not consume until one exists; "
         "false = buffer records for the first training.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that consume and score (Kafka in and out only): this one and "
+        "workers - 1 more in the same consumer group. The Python event loop bounds one "
+        "process (~40k records/s on one core): set it to the cores to use, at most the "
+        "input topic's partitions.",
+    )
 
 
 class Settings(BaseSettings):
@@ -346,3 +356,27 @@ def masked_dict(settings: Settings) -> dict[str, Any]:
     kafka = out["kafka"]
     kafka["sasl_password"] = "**********" if settings.kafka.sasl_password.get_secret_value() else ""
     return out
+
+
+def settings_json(settings: Settings) -> bytes:
+    """The effective configuration as JSON, secrets included: what a serving worker
+    process (streamvae.workers) reads from its stdin, so that it runs with exactly the
+    parent's settings (a file, the environment and overrides already merged) without
+    secrets on a command line or in the environment. Never log it."""
+    out = settings.model_dump(mode="json")
+    out["kafka"]["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
+    return json.dumps(out).encode()
+
+
+def settings_from_json(data: bytes) -> Settings:
+    """`settings_json`'s inverse; ConfigError naming the field if it does not validate."""
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"worker settings: invalid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("worker settings: expected a JSON object")
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
