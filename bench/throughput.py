@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -68,11 +69,13 @@ WORKERS = ("daemon", "raw", "floor")
 
 class RssSampler:
     """Samples a process's RSS and CPU seconds (user + system) every `every_s` in a
-    thread: peak RSS, RSS series, CPU used between two times. CPU per record is far less
-    sensitive to other jobs on a shared machine than records/s."""
+    thread, with `tree` its child processes included (the daemon's serving workers): peak
+    RSS, RSS series, CPU used between two times. CPU per record is far less sensitive to other
+    jobs on a shared machine than records/s."""
 
-    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+    def __init__(self, pid: int, every_s: float = 0.1, *, tree: bool = False) -> None:
         self._proc = psutil.Process(pid)
+        self._tree = tree
         self._every = every_s
         self.samples: list[tuple[float, int]] = []
         self.cpu: list[tuple[float, float]] = []
@@ -84,10 +87,16 @@ class RssSampler:
         while not self._stop.is_set():
             try:
                 now, rss, times = time.time(), self._proc.memory_info().rss, self._proc.cpu_times()
+                cpu = times.user + times.system
+                for child in self._proc.children(recursive=True) if self._tree else ():
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        rss += child.memory_info().rss
+                        child_times = child.cpu_times()
+                        cpu += child_times.user + child_times.system
             except psutil.NoSuchProcess:
                 return
             self.samples.append((now, rss))
-            self.cpu.append((now, times.user + times.system))
+            self.cpu.append((now, cpu))
             self._stop.wait(self._every)
 
     @property
@@ -184,7 +193,13 @@ def train_model(store: Path, seed: int, epochs: int) -> str:
 
 
 def write_config(
-    path: Path, bootstrap: str, topics: tuple[str, str, str], store: Path, device: str
+    path: Path,
+    bootstrap: str,
+    topics: tuple[str, str, str],
+    store: Path,
+    *,
+    device: str,
+    workers: int,
 ) -> None:
     path.write_text(
         "\n".join(
@@ -202,6 +217,8 @@ def write_config(
                 f'path = "{store}"',
                 "[metrics]",
                 "port = 0",
+                "[service]",
+                f"workers = {workers}",
                 # serving only: no retraining pass may start mid-measurement (the buffer
                 # still receives every scored batch); state in the run's own directory
                 "[retraining]",
@@ -384,13 +401,20 @@ def start_daemon(
     broker.create_topic(topics[1], PARTITIONS)
     broker.create_topic(topics[2], 1)
     cfg = tmp / f"daemon-{tag}.toml"
-    write_config(cfg, broker.bootstrap_servers, topics, tmp / "models", args.device)
+    write_config(
+        cfg,
+        broker.bootstrap_servers,
+        topics,
+        tmp / "models",
+        device=args.device,
+        workers=args.workers,
+    )
     cfg.write_text(cfg.read_text().replace('"bench-daemon"', f'"bench-daemon-{tag}"'))
     daemon = Child(
         ["-m", "streamvae", "run", "--config", str(cfg)], tmp / f"daemon-{tag}.log", env=env or {}
     ).start()
     assert daemon.proc is not None
-    return daemon, RssSampler(daemon.proc.pid)
+    return daemon, RssSampler(daemon.proc.pid, tree=True)
 
 
 def start_raw(bootstrap: str, topics: tuple[str, str], group: str, log: Path, reset: str) -> Child:
@@ -668,6 +692,8 @@ def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, fl
         f"{PARTITIONS} partitions; seed {args.seed}; embedded Tansu broker (memory storage)",
         f"- model: default architecture ({model}), {args.epochs} training epochs; default "
         "batching and scoring settings; retraining passes off (serving only)",
+        f"- daemon: `service.workers = {args.workers}` (the daemon and {args.workers - 1} "
+        "worker process(es) in one consumer group; CPU and RSS are summed over them)",
         "",
         f"Medians of {args.repeat} passes over the same backlog (each pass listed); CPU = "
         "user + system seconds of the process per record over the measured window, and of "
@@ -817,6 +843,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="service.workers of the daemon (default: this machine's cores)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     args = parser.parse_args()
     if args.quick:
