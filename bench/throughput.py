@@ -63,6 +63,7 @@ LOADS = (0.25, 0.5, 0.9)
 RAMP = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SUSTAINED_P99_MS = 1000.0
 TAIL_S = 2.0
+SOAK_DRAIN_S = 60.0  # the soak's wait for outstanding acks (latency_phase `bounded`)
 WARM_MS, WARM_MAX_S = 100.0, 60.0
 WORKERS = ("daemon", "raw", "floor")
 
@@ -244,10 +245,14 @@ async def latency_phase(
     seconds: float,
     warmup: float,
     inputs: bool = False,
+    bounded: bool = False,
 ) -> dict[str, float]:
     """Offer `rate` records/s to `topic` for `seconds` (after a warm-up, `warm_up`) and
     read `out`. Latency = receive time − ts over the records sent after the first second;
-    `inputs`: `out` is the input topic itself (the floor control)."""
+    `inputs`: `out` is the input topic itself (the floor control). `bounded` (the soak):
+    wait at most SOAK_DRAIN_S for the broker's acks and the producer's close, so that a
+    broker that fell behind cannot stall the run (Tansu's memory storage slows down as a
+    topic grows to millions of records)."""
     reader = tio.LatencyReader(bootstrap, out, inputs=inputs)
     task = asyncio.create_task(reader.run())
     await reader.started()
@@ -264,10 +269,16 @@ async def latency_phase(
             seconds=seconds,
             partitions=PARTITIONS,
             offset=sent,
+            ack_timeout_s=SOAK_DRAIN_S if bounded else None,
         )
         t1 = time.time()
     finally:
-        await producer.stop()
+        if bounded:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SOAK_DRAIN_S):
+                    await producer.stop()
+        else:
+            await producer.stop()
     await asyncio.sleep(TAIL_S)  # let the tail arrive
     reader.stop()
     await task
@@ -528,7 +539,14 @@ class Lab:
     harness_cpu: RssSampler
 
     def phase(
-        self, worker: str, tag: str, rate: float, seconds: float, env: dict[str, str] | None = None
+        self,
+        worker: str,
+        tag: str,
+        rate: float,
+        seconds: float,
+        env: dict[str, str] | None = None,
+        *,
+        bounded: bool = False,
     ) -> tuple[dict[str, float], RssSampler | None]:
         """One paced phase through `worker` (daemon | raw | floor) on new topics; the
         phase's figures and CPU cores per process, and the worker's sampler (stopped).
@@ -564,6 +582,7 @@ class Lab:
                     seconds=seconds,
                     warmup=0.5 if worker == "floor" else 2.0,
                     inputs=worker == "floor",
+                    bounded=bounded,
                 )
             )
         finally:
@@ -626,7 +645,7 @@ def latency(
                     if worker == "daemon" and sampler is not None:
                         result.daemon_rss = max(result.daemon_rss, sampler.peak)
         if args.soak_seconds:
-            phase, sampler = lab.phase("daemon", "soak", top * 0.9, args.soak_seconds)
+            phase, sampler = lab.phase("daemon", "soak", top * 0.9, args.soak_seconds, bounded=True)
             assert sampler is not None
             phase["load"] = 0.9
             result.soak = phase
@@ -804,7 +823,10 @@ def latency_report(args: argparse.Namespace, res: Run) -> list[str]:
     if res.soak_growth is not None and res.soak_rss is not None:
         lines += [
             "",
-            f"Soak: {args.soak_seconds:.0f} s at 90 % of the maximum offered load; RSS "
+            f"Soak: {args.soak_seconds:.0f} s at 90 % of the maximum offered load (asked "
+            f"{res.soak['asked']:,.0f}/s, offered {res.soak['offered']:,.0f}/s, "
+            f"{res.soak['received']:,.0f} of {res.soak['sent']:,.0f} scores read back within "
+            f"{TAIL_S:.0f} s of the end; the test broker slows down as its topics grow); RSS "
             f"{mib(res.soak_rss[0])} early → {mib(res.soak_rss[1])} late: growth "
             f"**{res.soak_growth:+.1%}**.",
         ]

@@ -167,11 +167,13 @@ async def paced(
     seconds: float,
     partitions: int,
     offset: int = 0,
+    ack_timeout_s: float | None = None,
 ) -> int:
     """Produce at `rate` records/s for `seconds`, `ts` = send time; returns records sent
-    once all are acknowledged. `producer` is started and already knows the topic (a
-    warm-up phase): a new producer's first sends wait for its connection and the topic's
-    metadata, which added up to a second to the first records' latency."""
+    once all are acknowledged, or once `ack_timeout_s` has passed after the last send (a
+    broker that fell behind: the soak). `producer` is started and already knows the topic
+    (a warm-up phase): a new producer's first sends wait for its connection and the
+    topic's metadata, which added up to a second to the first records' latency."""
     ends = Ends()
     sent = 0
     futures: list[asyncio.Future[object]] = []
@@ -186,7 +188,8 @@ async def paced(
             sent += due
             futures = [f for f in futures if not f.done()]
         await asyncio.sleep(TICK_S)
-    await asyncio.gather(*futures)
+    if futures:
+        await asyncio.wait(futures, timeout=ack_timeout_s)
     return sent
 
 
