@@ -53,7 +53,9 @@ from streamvae.worker_link import (
 )
 
 if TYPE_CHECKING:
+    from streamvae.app import DaemonState
     from streamvae.config import Settings
+    from streamvae.swap import StoreView
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +442,7 @@ def worker_command(index: int, fd: int, bootstrap: str) -> int:
 
 
 async def _serve_as_worker(
-    settings: Settings, store: Any, index: int, fd: int, bootstrap: str
+    settings: Settings, store: StoreView, index: int, fd: int, bootstrap: str
 ) -> int:
     import gc
 
@@ -472,8 +474,9 @@ async def _serve_as_worker(
     gc.freeze()  # as in the daemon (app._main)
 
     def tasks(tg: asyncio.TaskGroup) -> None:
-        def refresh() -> None:
-            tg.create_task(holder.refresh())
+        def refresh() -> None:  # SIGUSR1: the daemon promoted a model
+            if not stop.is_set():
+                tg.create_task(holder.refresh())
 
         loop.add_signal_handler(signal.SIGUSR1, refresh)
         tg.create_task(holder.watch(stop))
@@ -488,7 +491,7 @@ async def _serve_as_worker(
 
 async def _report(
     report: WorkerReport,
-    state: Any,
+    state: DaemonState,
     transport: asyncio.WriteTransport,
     link: _Link,
     stop: asyncio.Event,

@@ -11,6 +11,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streamvae.broker import EmbeddedBroker
@@ -124,3 +125,53 @@ async def test_a_worker_that_dies_stops_the_daemon_with_code_1(
     # what was delivered is committed; nothing is lost (re-read after a restart)
     committed, ends = await offsets(broker.bootstrap_servers, group, names[0])
     assert sum(committed.values()) <= sum(ends.values()) == len(corpus)
+
+
+async def test_a_promoted_model_reaches_every_process(
+    broker: EmbeddedBroker,
+    topics: Callable[..., str],
+    tiny_models: dict[str, object],
+    tmp_path: Path,
+) -> None:
+    from streamvae.artifacts import ModelStore
+
+    names, _group, config = setup_case(
+        broker,
+        topics,
+        tmp_path,
+        models=[tiny_models["v1"]],
+        promote="v1",
+        partitions=4,
+        service={"workers": 2, "shutdown_timeout_s": 10.0, "log_level": "INFO"},
+    )
+    corpus = [valid(i, site=f"site-{i % 12}") for i in range(600)]  # keys over 4 partitions
+    first, second = corpus[:300], corpus[300:]
+    daemon = Daemon(config, tmp_path / "daemon.log").start()
+    try:
+        daemon.wait_ready(60)
+        await produce(broker.bootstrap_servers, names[0], first)
+        await read_outputs(broker.bootstrap_servers, names[1:], len(first), settle=0.0)
+        store = ModelStore(tmp_path / "store")
+        store.save(tiny_models["v2"])  # type: ignore[arg-type]
+        store.promote("v2")
+        await asyncio.to_thread(daemon.wait_log, r"streamvae\.swap: serving model v2", 10)
+        await asyncio.to_thread(daemon.wait_log, r"swap\[worker 1\]: serving model v2", 10)
+        await produce(broker.bootstrap_servers, names[0], second)
+        outputs = await read_outputs(broker.bootstrap_servers, names[1:], len(first + second))
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    late = [o.value for o in outputs if o.value["ts"] >= 1_732_200_300.0]
+    assert len(late) == len(second)
+    assert {o["model_version"] for o in late} == {"v2"}
+    # both processes scored some of the second half (each owns two of the four partitions)
+    log = daemon.text()
+    owned = [
+        set(orjson.loads(m))
+        for m in re.findall(
+            r"streamvae\.kafka(?:\[worker 1\])?: partitions assigned: (\[.*\])", log
+        )
+    ]
+    assert len(owned) == 2
+    used = {o["position"]["partition"] for o in late}
+    assert all(used & mine for mine in owned)
