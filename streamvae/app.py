@@ -1,14 +1,16 @@
 """Composition root of `streamvae run`: the only place that turns Settings into objects.
 
 One asyncio.TaskGroup holds every task: the model watcher, the HTTP endpoint, the
-readiness ticker, the shutdown deadline and, once a model is loaded and the clients
+readiness ticker, the shutdown deadline, the serving worker processes when
+`service.workers` > 1 (streamvae.workers) and, once a model is loaded and the clients
 are connected, the pipeline's three loops. SIGTERM/SIGINT only set the stop event;
 the loops leave through the path that delivers and commits. If that takes longer than
-`service.shutdown_timeout_s`, everything is cancelled and the exit code is 1.
+`service.shutdown_timeout_s`, everything is cancelled and the exit code is 1. A serving
+worker runs the same `serve` with its own hooks (`DaemonState`).
 
 Exit codes: 0 after a clean stop (or the end of a replayed file), 1 on a fatal error
-(store unreadable, shutdown deadline missed), 2 on bad configuration (raised as
-ConfigError, mapped by the CLI).
+(store unreadable, shutdown deadline missed, a serving worker died), 2 on bad
+configuration (raised as ConfigError, mapped by the CLI).
 """
 
 from __future__ import annotations
@@ -387,14 +389,18 @@ async def _model_or_buffering(state: DaemonState, stop: asyncio.Event) -> bool:
             return True
         log.warning("wait_for_model = false needs [model] features (or a persisted buffer)")
     log.warning("no model in the store yet: not ready, not consuming until one is promoted")
-    waiter = asyncio.ensure_future(holder.ready.wait())
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        stopper.cancel()
+    await first_of(holder.ready, stop)
     return holder.current is not None and not stop.is_set()
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 async def _watch_broker(state: DaemonState, sink: KafkaSink, stop: asyncio.Event) -> None:

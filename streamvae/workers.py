@@ -184,15 +184,11 @@ class WorkerPool:
     async def wait_started(self, stop: asyncio.Event) -> None:
         """Until every worker has a model and connects (so that the consumer group forms
         once instead of rebalancing as each joins), `stop`, or STARTUP_TIMEOUT_S."""
-        waiter = asyncio.ensure_future(self._started.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait(
-                {waiter, stopper}, timeout=STARTUP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        from streamvae.app import first_of
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STARTUP_TIMEOUT_S):
+                await first_of(self._started, stop)
         if not self._started.is_set() and not stop.is_set():
             log.warning(
                 "workers not started after %.0fs: connecting without them", STARTUP_TIMEOUT_S
