@@ -35,6 +35,25 @@ def _metric(text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, flags=re.M))
 
 
+def _two_processes(
+    broker: EmbeddedBroker,
+    topics: Callable[..., str],
+    tmp_path: Path,
+    tiny_models: dict[str, object],
+    partitions: int,
+) -> tuple[tuple[str, str, str], str, Path]:
+    """`setup_case` with model v1 promoted and `service.workers = 2`."""
+    return setup_case(
+        broker,
+        topics,
+        tmp_path,
+        models=[tiny_models["v1"]],
+        promote="v1",
+        partitions=partitions,
+        service={"workers": 2, "shutdown_timeout_s": 10.0, "log_level": "INFO"},
+    )
+
+
 def _worker_pid(daemon: Daemon) -> int:
     daemon.wait_log(r"worker 1 started as pid \d+", 60)
     return int(re.findall(r"worker 1 started as pid (\d+)", daemon.text())[-1])
@@ -46,15 +65,7 @@ async def test_two_processes_share_the_partitions_and_the_metrics_add_up(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names, group, config = setup_case(
-        broker,
-        topics,
-        tmp_path,
-        models=[tiny_models["v1"]],
-        promote="v1",
-        partitions=4,
-        service={"workers": 2, "shutdown_timeout_s": 10.0, "log_level": "INFO"},
-    )
+    names, group, config = _two_processes(broker, topics, tmp_path, tiny_models, 4)
     corpus = [*mixed(800, invalid_every=8), valid(99_999, site="brand-new-site")]
     sites = {key for key, _ in corpus if key is not None}
     await produce(broker.bootstrap_servers, names[0], corpus)
@@ -101,15 +112,7 @@ async def test_a_worker_that_dies_stops_the_daemon_with_code_1(
     tiny_models: dict[str, object],
     tmp_path: Path,
 ) -> None:
-    names, group, config = setup_case(
-        broker,
-        topics,
-        tmp_path,
-        models=[tiny_models["v1"]],
-        promote="v1",
-        partitions=2,
-        service={"workers": 2, "shutdown_timeout_s": 10.0, "log_level": "INFO"},
-    )
+    names, group, config = _two_processes(broker, topics, tmp_path, tiny_models, 2)
     corpus = mixed(200, invalid_every=10)
     await produce(broker.bootstrap_servers, names[0], corpus)
     daemon = Daemon(config, tmp_path / "daemon.log").start()
@@ -135,15 +138,7 @@ async def test_a_promoted_model_reaches_every_process(
 ) -> None:
     from streamvae.artifacts import ModelStore
 
-    names, _group, config = setup_case(
-        broker,
-        topics,
-        tmp_path,
-        models=[tiny_models["v1"]],
-        promote="v1",
-        partitions=4,
-        service={"workers": 2, "shutdown_timeout_s": 10.0, "log_level": "INFO"},
-    )
+    names, _group, config = _two_processes(broker, topics, tmp_path, tiny_models, 4)
     corpus = [valid(i, site=f"site-{i % 12}") for i in range(600)]  # keys over 4 partitions
     first, second = corpus[:300], corpus[300:]
     daemon = Daemon(config, tmp_path / "daemon.log").start()
