@@ -711,8 +711,13 @@ def report(args: argparse.Namespace, res: Run, model: str, load: tuple[float, fl
         f"{PARTITIONS} partitions; seed {args.seed}; embedded Tansu broker (memory storage)",
         f"- model: default architecture ({model}), {args.epochs} training epochs; default "
         "batching and scoring settings; retraining passes off (serving only)",
-        f"- daemon: `service.workers = {args.workers}` (the daemon and {args.workers - 1} "
-        "worker process(es) in one consumer group; CPU and RSS are summed over them)",
+        f"- daemon: `service.workers = {args.workers}` "
+        + (
+            f"(the daemon and {args.workers - 1} serving worker process(es) in one consumer "
+            "group; CPU and RSS are summed over them)"
+            if args.workers > 1
+            else "(one process)"
+        ),
         "",
         f"Medians of {args.repeat} passes over the same backlog (each pass listed); CPU = "
         "user + system seconds of the process per record over the measured window, and of "
