@@ -216,8 +216,9 @@ def new_holder(settings: Settings, store: StoreView, metrics: PipelineMetrics) -
     )
 
 
-def _worker_pool(run: RunSpec, instruments: Instruments, state: DaemonState) -> WorkerPool | None:
+def _worker_pool(state: DaemonState) -> WorkerPool | None:
     """`service.workers - 1` serving worker processes, when both ends are Kafka."""
+    run = state.run
     workers = run.settings.service.workers
     if workers <= 1:
         return None
@@ -229,7 +230,7 @@ def _worker_pool(run: RunSpec, instruments: Instruments, state: DaemonState) -> 
     return WorkerPool(
         run.settings,
         run.bootstrap,
-        instruments.serving,
+        state.instruments.serving,
         training=lambda: state.training,
         count=workers - 1,
     )
@@ -241,7 +242,7 @@ async def _main(run: RunSpec) -> int:
     stop_on_signals(stop)
     instruments = make_metrics(settings)
     state = DaemonState(run, new_holder(settings, run.store, instruments.serving), instruments)
-    pool = _worker_pool(run, instruments, state)
+    pool = _worker_pool(state)
     if pool is not None:
         # this process is worker 0: its pipeline's gauges are combined with the others'
         state.instruments = instruments = dataclasses.replace(instruments, serving=pool.view(0))

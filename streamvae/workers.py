@@ -167,7 +167,6 @@ class WorkerPool:
     ) -> None:
         self._settings, self._bootstrap = settings, bootstrap
         self._gauges = CombinedGauges(metrics)
-        self._metrics = metrics
         self._training = training
         self._command = list(command or [sys.executable, "-m", "streamvae", "worker"])
         self._workers = [_Worker(i) for i in range(1, count + 1)]
@@ -302,7 +301,7 @@ class WorkerPool:
             if all(x.started for x in self._workers):
                 self._started.set()
         for figures in update.batches:
-            self._metrics.batch(**figures.as_kwargs())
+            self._gauges.target.batch(**figures.as_kwargs())
         self._pending.extend(update.offers)
         sink = self._training()
         while sink is not None and self._pending:
