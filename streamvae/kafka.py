@@ -103,7 +103,7 @@ class KafkaSpec:
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 1_048_576
     fetch_max_wait_ms: int = 50
-    producer_linger_ms: int = 0
+    producer_linger_ms: int = 5
     producer_max_batch_bytes: int = 1_048_576
     producer_compression: str = "none"
     backoff_initial_s: float = 0.5
