@@ -171,20 +171,30 @@ async def paced(
 ) -> int:
     """Produce at `rate` records/s for `seconds`, `ts` = send time; returns records sent
     once all are acknowledged, or once `ack_timeout_s` has passed after the last send (a
-    broker that fell behind: the soak). `producer` is started and already knows the topic
-    (a warm-up phase): a new producer's first sends wait for its connection and the
-    topic's metadata, which added up to a second to the first records' latency."""
+    broker that fell behind: the soak). With `ack_timeout_s`, sending also stops at
+    `seconds` + `ack_timeout_s` even while a send waits: `send_batch` blocks while its
+    partition already has a batch queued (the likely reason one soak on a drowned broker
+    had not ended after 25 minutes); records of an interrupted send are not counted.
+    `producer` is started and already knows the topic (a warm-up phase): a new producer's
+    first sends wait for its connection and the topic's metadata, which added up to a
+    second to the first records' latency."""
     ends = Ends()
     sent = 0
     futures: list[asyncio.Future[object]] = []
     start = time.monotonic()
+    deadline = None if ack_timeout_s is None else start + seconds + ack_timeout_s
     while (elapsed := time.monotonic() - start) < seconds:
         due = int(rate * elapsed) - sent
         if due > 0:
             items = _items(
                 payloads, range(offset + sent, offset + sent + due), time.time(), partitions
             )
-            futures += await _send_grouped(producer, topic, items, ends)
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                async with asyncio.timeout(left):
+                    futures += await _send_grouped(producer, topic, items, ends)
+            except TimeoutError:
+                break
             sent += due
             futures = [f for f in futures if not f.done()]
         await asyncio.sleep(TICK_S)
