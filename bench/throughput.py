@@ -250,8 +250,9 @@ async def latency_phase(
     """Offer `rate` records/s to `topic` for `seconds` (after a warm-up, `warm_up`) and
     read `out`. Latency = receive time − ts over the records sent after the first second;
     `inputs`: `out` is the input topic itself (the floor control). `bounded` (the soak):
-    wait at most SOAK_DRAIN_S for the broker's acks and the producer's close, so that a
-    broker that fell behind cannot stall the run (Tansu's memory storage slows down as a
+    stop sending by SOAK_DRAIN_S after the phase's end (`tio.paced`), then wait at most
+    SOAK_DRAIN_S each for the broker's acks and the producer's close, so that a broker
+    that fell behind cannot stall the run (Tansu's memory storage slows down as a
     topic grows to millions of records)."""
     reader = tio.LatencyReader(bootstrap, out, inputs=inputs)
     task = asyncio.create_task(reader.run())
