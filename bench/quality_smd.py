@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +39,7 @@ def _parse(variant: str) -> tuple[str, dict[str, Any], dict[str, Any], dict[str,
     model: dict[str, Any] = {}
     train: dict[str, Any] = {}
     thr: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?![^()]*\))", rest)):  # not inside (…)
         key, _, raw = item.partition("=")
         section, _, field = key.partition(".")
         words = ("gaussian", "student_t", "optimal", "standard")
