@@ -874,8 +874,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="service.workers of the daemon (default: this machine's cores)",
+        default=1,
+        help="service.workers of the daemon (default 1, the product's default; "
+        "--compare STREAMVAE_SERVICE__WORKERS=2 adds a second process in the same run)",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     args = parser.parse_args()
