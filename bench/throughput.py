@@ -52,6 +52,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench import throughput_io as tio
 from streamvae.broker import EmbeddedBroker
+from streamvae.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -874,9 +875,9 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="service.workers of the daemon (default 1, the product's default; "
-        "--compare STREAMVAE_SERVICE__WORKERS=2 adds a second process in the same run)",
+        default=ServiceSettings().workers,
+        help="service.workers of the daemon (default: the product's default, one process; "
+        "--compare STREAMVAE_SERVICE__WORKERS=2 measures two processes in the same run)",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
     args = parser.parse_args()
