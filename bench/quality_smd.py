@@ -7,6 +7,8 @@ per-machine PCA (bench.baselines, calibrated as in bench.smd), the per-machine
 Gaussian-decoder VAE of bench.smd, and each product variant (ONE site-conditioned
 model over the machines, product thresholds). Prints one JSON line per method:
 mean AUPRC / AUROC / calibrated F1 over the machines, and per machine.
+A variant is `name:section.field=value,...` (sections model, train, thr; values are
+Python literals, e.g. `model.discriminator_hidden=(128,128),train.seed=1`).
 """
 
 from __future__ import annotations
