@@ -876,7 +876,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=ServiceSettings().workers,
-        help="service.workers of the daemon (default: the product's default, one process; "
+        help="service.workers of the daemon (default: the product's service.workers default; "
         "--compare STREAMVAE_SERVICE__WORKERS=2 measures two processes in the same run)",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch RESULTS.md")
