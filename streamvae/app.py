@@ -36,7 +36,13 @@ from streamvae.pipeline import (
     PipelineSpec,
     TrainingSink,
 )
-from streamvae.records import DecoderSpec, decode_record, encode_dead_letter, encode_score
+from streamvae.records import (
+    DecoderSpec,
+    decode_record,
+    decode_records,
+    encode_dead_letter,
+    encode_score,
+)
 from streamvae.swap import ModelHolder, StoreView
 
 if TYPE_CHECKING:
@@ -318,6 +324,7 @@ async def serve(tg: asyncio.TaskGroup, state: DaemonState, stop: asyncio.Event) 
                 encode_score=encode_score,
                 encode_dead_letter=encode_dead_letter,
                 encode_scores=encode_scores,
+                decode_batch=lambda fetched: decode_records(fetched, spec),
             )
             pipeline = Pipeline(
                 source,

@@ -189,7 +189,8 @@ class Pipeline:
 
     async def intake(self, stop: asyncio.Event) -> None:
         """Fetch, decode and batch until `stop` is set or the source is exhausted."""
-        spec, source, decode = self._spec, self._source, self._codec.decode
+        spec, source, codec = self._spec, self._source, self._codec
+        decode, decode_batch = codec.decode, codec.decode_batch
         idle_wait = max(spec.policy.max_wait_s, 0.05)
         try:
             while not stop.is_set():
@@ -207,7 +208,10 @@ class Pipeline:
                 finally:
                     self._fetching = False
                 if fetched:
-                    items = [decode(payload, pos) for payload, pos in fetched]
+                    if decode_batch is not None:
+                        items = decode_batch(fetched)
+                    else:
+                        items = [decode(payload, pos) for payload, pos in fetched]
                     self._in_flight += len(items)
                     for full in self._batcher.add(items):
                         self._batches.put_nowait(full)

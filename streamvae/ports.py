@@ -147,3 +147,6 @@ class Codec:
     # optional batch form of `encode_score` (same bytes for each of rows.records, faster:
     # streamvae.outputs.encode_scores for the JSON codec)
     encode_scores: Callable[[ScoredRows], list[bytes]] | None = None
+    # optional batch form of `decode` (the same items for one fetch, faster:
+    # streamvae.records.decode_records for the JSON codec)
+    decode_batch: Callable[[Sequence[Fetched]], list[Item]] | None = None

@@ -20,6 +20,7 @@ from streamvae.records import (
     decode_csv_row,
     decode_dead_letter,
     decode_record,
+    decode_records,
     decode_score,
     encode_dead_letter,
     encode_score,
@@ -42,19 +43,21 @@ def _msg(**fields: object) -> bytes:
 _DROP = object()
 
 
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (_msg(), (21.5, 1500.0)),
-        (_msg(values=[21.5, 1500]), (21.5, 1500.0)),
-        (_msg(ts="2024-11-21T14:40:00.5Z"), (21.5, 1500.0)),
-        (_msg(ts="2024-11-21T16:40:00.5+02:00"), (21.5, 1500.0)),
-        (_msg(extra={"ignored": True}), (21.5, 1500.0)),
-        (_msg(values={"rpm": 1500, "temp": 21.5}), (21.5, 1500.0)),  # key order is free
-        (_msg(values={"temp": -0.0, "rpm": 1e308}), (-0.0, 1e308)),
-        (_msg(ts=0), (21.5, 1500.0)),
-    ],
-)
+ACCEPTED = [
+    (_msg(), (21.5, 1500.0)),
+    (_msg(values=[21.5, 1500]), (21.5, 1500.0)),
+    (_msg(ts="2024-11-21T14:40:00.5Z"), (21.5, 1500.0)),
+    (_msg(ts="2024-11-21T16:40:00.5+02:00"), (21.5, 1500.0)),
+    (_msg(extra={"ignored": True}), (21.5, 1500.0)),
+    (_msg(values={"rpm": 1500, "temp": 21.5}), (21.5, 1500.0)),  # key order is free
+    (_msg(values={"temp": -0.0, "rpm": 1e308}), (-0.0, 1e308)),
+    (_msg(ts=0), (21.5, 1500.0)),
+    (_msg(values=[21.5, 1500.0]), (21.5, 1500.0)),
+    (_msg(values={"temp": 1e-300, "rpm": -2.5}), (1e-300, -2.5)),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), ACCEPTED)
 def test_decode_accepts(payload: bytes, expected: tuple[float, ...]) -> None:
     record = decode_record(payload, SPEC, POS)
     assert isinstance(record, SensorRecord)
@@ -72,58 +75,63 @@ def test_iso_and_epoch_agree() -> None:
     assert a.ts == b.ts == 1_732_200_000.5
 
 
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (b"{not json", Reason.INVALID_JSON),
-        (b"", Reason.INVALID_JSON),
-        (b"\xff\xfe{}", Reason.INVALID_JSON),
-        (b'{"site": "a"} trailing', Reason.INVALID_JSON),
-        (b"[1, 2]", Reason.NOT_OBJECT),
-        (b'"plant-7"', Reason.NOT_OBJECT),
-        (b"null", Reason.NOT_OBJECT),
-        (_msg(site=_DROP), Reason.MISSING_FIELD),
-        (_msg(ts=_DROP), Reason.MISSING_FIELD),
-        (_msg(values=_DROP), Reason.MISSING_FIELD),
-        (_msg(site=7), Reason.BAD_TYPE),
-        (_msg(site=None), Reason.BAD_TYPE),
-        (_msg(ts=True), Reason.BAD_TYPE),
-        (_msg(ts=None), Reason.BAD_TYPE),
-        (_msg(ts=[1]), Reason.BAD_TYPE),
-        (_msg(values="1,2"), Reason.BAD_TYPE),
-        (_msg(values=None), Reason.BAD_TYPE),
-        (_msg(values={"temp": "21.5", "rpm": 1}), Reason.BAD_TYPE),
-        (_msg(values={"temp": True, "rpm": 1}), Reason.BAD_TYPE),  # bool is not a number
-        (_msg(values=[1.0, None]), Reason.BAD_TYPE),
-        (_msg(values=[1.0, [2.0]]), Reason.BAD_TYPE),
-        (_msg(site=""), Reason.BAD_SITE),
-        (_msg(site="x" * 17), Reason.BAD_SITE),
-        (_msg(site="plant\n7"), Reason.BAD_SITE),
-        (_msg(site="plant\x007"), Reason.BAD_SITE),
-        (_msg(site="plant\u202e7"), Reason.BAD_SITE),
-        (_msg(ts="yesterday"), Reason.BAD_TIMESTAMP),
-        (_msg(ts="2024-11-21T14:40:00"), Reason.BAD_TIMESTAMP),  # no zone
-        (_msg(ts=-1), Reason.BAD_TIMESTAMP),
-        (_msg(ts=1_732_200_000_500), Reason.BAD_TIMESTAMP),  # milliseconds
-        (_msg(ts="9999-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
-        (_msg(ts="1" * 80), Reason.BAD_TIMESTAMP),
-        (b'{"site": "a", "ts": NaN, "values": [1, 2]}', Reason.BAD_TIMESTAMP),
-        (b'{"site": "a", "ts": 1e999, "values": [1, 2]}', Reason.BAD_TIMESTAMP),
-        (b'{"site": "a", "ts": 1, "values": [1, NaN]}', Reason.NON_FINITE),
-        (b'{"site": "a", "ts": 1, "values": [Infinity, 2]}', Reason.NON_FINITE),
-        (b'{"site": "a", "ts": 1, "values": {"temp": -Infinity, "rpm": 2}}', Reason.NON_FINITE),
-        (b'{"site": "a", "ts": 1, "values": [1e400, 2]}', Reason.NON_FINITE),
-        (b'{"site": "a", "ts": 1, "values": [1, ' + b"9" * 400 + b"]}", Reason.NON_FINITE),
-        (_msg(values=[1.0]), Reason.WRONG_LENGTH),
-        (_msg(values=[1.0, 2.0, 3.0]), Reason.WRONG_LENGTH),
-        (_msg(values=[]), Reason.WRONG_LENGTH),
-        (_msg(values={"temp": 1.0}), Reason.MISSING_FEATURE),
-        (_msg(values={"temp": 1.0, "other": 2.0}), Reason.MISSING_FEATURE),
-        (_msg(values={"temp": 1.0, "rpm": 2.0, "other": 3.0}), Reason.UNKNOWN_FEATURE),
-        (b" " * 513, Reason.TOO_LARGE),
-        (_msg(site="a", pad="x" * 600), Reason.TOO_LARGE),
-    ],
-)
+REJECTED = [
+    (b"{not json", Reason.INVALID_JSON),
+    (b"", Reason.INVALID_JSON),
+    (b"\xff\xfe{}", Reason.INVALID_JSON),
+    (b'{"site": "a"} trailing', Reason.INVALID_JSON),
+    (b"[1, 2]", Reason.NOT_OBJECT),
+    (b'"plant-7"', Reason.NOT_OBJECT),
+    (b"null", Reason.NOT_OBJECT),
+    (_msg(site=_DROP), Reason.MISSING_FIELD),
+    (_msg(ts=_DROP), Reason.MISSING_FIELD),
+    (_msg(values=_DROP), Reason.MISSING_FIELD),
+    (_msg(site=7), Reason.BAD_TYPE),
+    (_msg(site=None), Reason.BAD_TYPE),
+    (_msg(ts=True), Reason.BAD_TYPE),
+    (_msg(ts=None), Reason.BAD_TYPE),
+    (_msg(ts=[1]), Reason.BAD_TYPE),
+    (_msg(values="1,2"), Reason.BAD_TYPE),
+    (_msg(values=None), Reason.BAD_TYPE),
+    (_msg(values={"temp": "21.5", "rpm": 1}), Reason.BAD_TYPE),
+    (_msg(values={"temp": True, "rpm": 1}), Reason.BAD_TYPE),  # bool is not a number
+    (_msg(values=[1.0, None]), Reason.BAD_TYPE),
+    (_msg(values=[1.0, [2.0]]), Reason.BAD_TYPE),
+    (_msg(site=""), Reason.BAD_SITE),
+    (_msg(site="x" * 17), Reason.BAD_SITE),
+    (_msg(site="plant\n7"), Reason.BAD_SITE),
+    (_msg(site="plant\x007"), Reason.BAD_SITE),
+    (_msg(site="plant\u202e7"), Reason.BAD_SITE),
+    (_msg(ts="yesterday"), Reason.BAD_TIMESTAMP),
+    (_msg(ts="2024-11-21T14:40:00"), Reason.BAD_TIMESTAMP),  # no zone
+    (_msg(ts=-1), Reason.BAD_TIMESTAMP),
+    (_msg(ts=1_732_200_000_500), Reason.BAD_TIMESTAMP),  # milliseconds
+    (_msg(ts="9999-01-01T00:00:00Z"), Reason.BAD_TIMESTAMP),
+    (_msg(ts="1" * 80), Reason.BAD_TIMESTAMP),
+    (b'{"site": "a", "ts": NaN, "values": [1, 2]}', Reason.BAD_TIMESTAMP),
+    (b'{"site": "a", "ts": 1e999, "values": [1, 2]}', Reason.BAD_TIMESTAMP),
+    (b'{"site": "a", "ts": 1, "values": [1, NaN]}', Reason.NON_FINITE),
+    (b'{"site": "a", "ts": 1, "values": [Infinity, 2]}', Reason.NON_FINITE),
+    (b'{"site": "a", "ts": 1, "values": {"temp": -Infinity, "rpm": 2}}', Reason.NON_FINITE),
+    (b'{"site": "a", "ts": 1, "values": [1e400, 2]}', Reason.NON_FINITE),
+    (b'{"site": "a", "ts": 1, "values": [1, ' + b"9" * 400 + b"]}", Reason.NON_FINITE),
+    (_msg(values=[1.0]), Reason.WRONG_LENGTH),
+    (_msg(values=[1.0, 2.0, 3.0]), Reason.WRONG_LENGTH),
+    (_msg(values=[]), Reason.WRONG_LENGTH),
+    (_msg(values={"temp": 1.0}), Reason.MISSING_FEATURE),
+    (_msg(values={"temp": 1.0, "other": 2.0}), Reason.MISSING_FEATURE),
+    (_msg(values={"temp": 1.0, "rpm": 2.0, "other": 3.0}), Reason.UNKNOWN_FEATURE),
+    (b" " * 513, Reason.TOO_LARGE),
+    (_msg(site="a", pad="x" * 600), Reason.TOO_LARGE),
+    (_msg(values={"temp": 1.0, "rpm": 1e308, "x": 1e308}), Reason.UNKNOWN_FEATURE),
+    (_msg(values=[1e308, 1e308, 1.0]), Reason.WRONG_LENGTH),
+    (_msg(values={"temp": 1.0, "rpm": False}), Reason.BAD_TYPE),
+    (_msg(values=[1.0, True]), Reason.BAD_TYPE),
+    (_msg(site="x" * 16, pad="x" * 440), Reason.TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), REJECTED)
 def test_decode_rejects(payload: bytes, reason: Reason) -> None:
     result = decode_record(payload, SPEC, POS)
     assert isinstance(result, Rejection), result
@@ -286,6 +294,60 @@ def _dumps(obj: object) -> bytes:
 @given(st.one_of(_record_like, _json), st.sampled_from([SPEC, IGNORE]))
 def test_decode_never_raises_on_json(obj: object, spec: DecoderSpec) -> None:
     _check(decode_record(_dumps(obj), spec), spec)
+
+
+def test_decode_records_is_decode_record_for_each() -> None:
+    """The batch decoder (the daemon's hot path) gives what `decode_record` gives, record
+    by record: the same records, the same rejections with the same reasons and details."""
+    payloads = [p for p, _ in ACCEPTED] + [p for p, _ in REJECTED]
+    for spec in (SPEC, IGNORE, DecoderSpec(("temp",)), DecoderSpec(())):
+        messages = [(p, SourcePosition("sensors", i % 3, i)) for i, p in enumerate(payloads)]
+        expected = [decode_record(p, spec, pos) for p, pos in messages]
+        assert decode_records(messages, spec) == expected
+        assert decode_records([(p, None) for p in payloads], spec) == [
+            decode_record(p, spec) for p in payloads
+        ]
+    assert decode_records([], SPEC) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_record_like, _json), max_size=5),
+    st.sampled_from([SPEC, IGNORE, DecoderSpec(("temp",))]),
+)
+def test_decode_records_matches_on_random_json(objs: list[object], spec: DecoderSpec) -> None:
+    messages = [(_dumps(obj), POS) for obj in objs]
+    assert decode_records(messages, spec) == [decode_record(p, spec, POS) for p, _ in messages]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=20),
+            st.floats(min_value=-10, max_value=8e9) | st.integers(-10, 8 * 10**9),
+            st.lists(
+                st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(),
+                min_size=1,
+                max_size=3,
+            ),
+        ),
+        max_size=5,
+    )
+)
+def test_decode_records_matches_on_near_valid_records(
+    rows: list[tuple[str, float, list[object]]],
+) -> None:
+    """Records close to valid (the fast path's ground): any site text, ts near and past
+    the range, values of every JSON number kind, as a list and as an object."""
+    messages = []
+    for site, ts, values in rows:
+        messages.append((_dumps({"site": site, "ts": ts, "values": values}), POS))
+        named = dict(zip(("temp", "rpm", "x"), values, strict=False))
+        messages.append((_dumps({"site": site, "ts": ts, "values": named}), POS))
+    for spec in (SPEC, IGNORE):
+        expected = [decode_record(p, spec, POS) for p, _ in messages]
+        assert decode_records(messages, spec) == expected
 
 
 @settings(max_examples=200, deadline=None)
