@@ -23,7 +23,7 @@ import itertools
 import logging
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 from typing import BinaryIO, Literal
 
@@ -140,7 +140,7 @@ def _csv_payload(header: list[str], cells: list[str]) -> bytes:
     return orjson.dumps(obj)
 
 
-def read_payloads(path: str) -> Iterator[tuple[bytes, SourcePosition]]:
+def read_payloads(path: str) -> Generator[tuple[bytes, SourcePosition]]:
     """Each record of a JSONL/CSV file as a JSON input payload with its position.
 
     JSONL lines are passed on unchanged. CSV rows become `{"site", "ts", "values"}`

@@ -10,43 +10,88 @@ runs in worker threads.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
+import contextlib
 import sys
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import BinaryIO
 
 from streamvae.files import read_payloads
 from streamvae.records import SourcePosition
 
 Output = tuple[bytes | None, bytes]
-READ_CHUNK = 4096
+Fetched = tuple[bytes, SourcePosition]
+READ_AHEAD = 16_384  # records read ahead of the pipeline, at most
+FULL_WAIT_S = 0.001  # the reader's pause while the read-ahead is full
 
 
 class FileSource:
-    """Records of a JSONL or CSV file (`streamvae.files.read_payloads`; "-" = stdin)."""
+    """Records of a JSONL or CSV file (`streamvae.files.read_payloads`; "-" = stdin).
 
-    def __init__(self, path: str) -> None:
+    A reader thread parses lines into a bounded read-ahead (a deque: appends and pops are
+    atomic), and `fetch` takes what is there: a batch never waits for more lines than have
+    arrived (a live pipe, `tail -f … | streamvae run --input -`, is scored as lines come,
+    within the batching deadline), and reading overlaps scoring. Back-pressure: the reader
+    pauses while `read_ahead` records wait.
+    """
+
+    def __init__(self, path: str, *, read_ahead: int = READ_AHEAD) -> None:
         self.path = path
-        self._payloads: Iterator[tuple[bytes, SourcePosition]] | None = None
-        self._eof = False
         self.committed: dict[tuple[str, int], int] = {}
+        self._cap = max(1, read_ahead)
+        self._ready: collections.deque[Fetched] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._done = False  # the reader thread has finished (end of file, error, close)
+        self._error: BaseException | None = None
+        self._closing = threading.Event()
+        self._wakeup: asyncio.Event | None = None  # set (from the reader) for a waiting fetch
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def exhausted(self) -> bool:
-        return self._eof
+        return self._done and not self._ready and self._error is None
 
-    def _read(self, n: int) -> list[tuple[bytes, SourcePosition]]:
-        if self._payloads is None:
-            self._payloads = read_payloads(self.path)
-        out = list(itertools.islice(self._payloads, n))
-        if len(out) < n:
-            self._eof = True
-        return out
+    def _read(self) -> None:
+        payloads = read_payloads(self.path)
+        try:
+            for item in payloads:
+                while len(self._ready) >= self._cap and not self._closing.is_set():
+                    time.sleep(FULL_WAIT_S)
+                if self._closing.is_set():
+                    return
+                self._ready.append(item)
+                self._wake()
+        except BaseException as exc:  # re-raised by `fetch`, on the loop
+            self._error = exc
+        finally:
+            payloads.close()  # closes the file (the generator's finally), in this thread
+            self._done = True
+            self._wake()
 
-    async def fetch(self, max_records: int, timeout_s: float) -> list[tuple[bytes, SourcePosition]]:
-        if self._eof:
-            return []
-        return await asyncio.to_thread(self._read, max(1, min(max_records, READ_CHUNK)))
+    def _wake(self) -> None:
+        wakeup, loop = self._wakeup, self._loop
+        if wakeup is not None and loop is not None:
+            self._wakeup = None
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Fetched]:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._read, name="file-source", daemon=True)
+            self._thread.start()
+        if not self._ready and not self._done:
+            wakeup = asyncio.Event()
+            self._wakeup = wakeup  # before the re-check: the reader sees it or we see data
+            if not self._ready and not self._done:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout_s)
+            self._wakeup = None
+        if not self._ready and self._error is not None:
+            raise self._error
+        ready = self._ready
+        return [ready.popleft() for _ in range(min(max(1, max_records), len(ready)))]
 
     async def start(self, stop: asyncio.Event) -> bool:
         return True
@@ -67,8 +112,9 @@ class FileSource:
         return {}
 
     def close(self) -> None:
-        if self._payloads is not None and hasattr(self._payloads, "close"):
-            self._payloads.close()  # closes the file (a generator's finally)
+        """Stop reading: the reader ends at its next line (the file closes with it); a
+        reader blocked on an idle stdin is a daemon thread and ends with the process."""
+        self._closing.set()
 
 
 class FileSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import orjson
@@ -73,3 +74,52 @@ async def test_stdout_sink_writes_scores_to_stdout_and_dead_letters_to_stderr(
     out, err = capsysbinary.readouterr()
     assert out == b'{"score": 1}\n'
     assert err == b'{"reason": "x"}\n'
+
+
+def _line(i: int) -> bytes:
+    return orjson.dumps({"site": "s0", "ts": 1_700_000_000 + i, "values": [i, 1, 2]}) + b"\n"
+
+
+async def test_file_source_hands_over_lines_as_they_arrive_on_a_live_pipe(
+    tmp_path: Path,
+) -> None:
+    """A batch never waits for more lines than have arrived (a pipe fed slowly)."""
+    fifo = tmp_path / "live.jsonl"
+    os.mkfifo(fifo)
+    source = FileSource(str(fifo))
+    fetching = asyncio.create_task(source.fetch(1024, 5.0))  # starts the reader thread
+    writer = await asyncio.to_thread(open, fifo, "wb", buffering=0)  # once the reader opens
+    writer.write(_line(0) + _line(1))
+    got = await asyncio.wait_for(fetching, 2.0)  # not the 1024 asked, nor the 5 s timeout
+    while len(got) < 2:
+        got += await source.fetch(1024, 2.0)
+    assert [pos.offset for _, pos in got] == [0, 1]
+    assert await source.fetch(1024, 0.05) == []  # nothing more yet: empty after the timeout
+    assert not source.exhausted
+    writer.write(_line(2))
+    writer.close()
+    rest = await source.fetch(1024, 2.0)
+    assert [pos.offset for _, pos in rest] == [2]
+    while not source.exhausted:
+        assert await source.fetch(1024, 2.0) == []
+    source.close()
+
+
+async def test_file_source_reads_ahead_at_most_its_bound(tmp_path: Path) -> None:
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(b"".join(_line(i) for i in range(500)))
+    source = FileSource(str(src), read_ahead=50)
+    first = await source.fetch(10, 1.0)
+    await asyncio.sleep(0.1)  # the reader fills the read-ahead, then waits
+    assert len(source._ready) == 50  # full, and no more
+    offsets = [pos.offset for _, pos in first]
+    while not source.exhausted:
+        offsets += [pos.offset for _, pos in await source.fetch(64, 1.0)]
+    assert offsets == list(range(500))  # every line once, in order
+
+
+async def test_file_source_raises_the_reader_error(tmp_path: Path) -> None:
+    source = FileSource(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(FileNotFoundError):
+        await source.fetch(10, 1.0)
+    assert not source.exhausted
