@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python -m bench.run_all [--quick] [other bench.evaluate options]
 
-bench.evaluate gets every argument. bench.model_throughput and bench.throughput
+bench.evaluate gets every argument. bench.model_throughput, bench.throughput and bench.soak
 (owned by other engineers) run afterwards in subprocesses when they exist, with
 `--quick` passed on when given and their source accepts it (BENCH_QUICK=1 is set
 for them either way); a missing module is skipped, a failing one is reported and
@@ -23,7 +23,7 @@ from bench import evaluate
 
 log = logging.getLogger("bench.run_all")
 
-OTHERS = ("bench.model_throughput", "bench.throughput")
+OTHERS = ("bench.model_throughput", "bench.throughput", "bench.soak")
 
 
 def _run_other(module: str, quick: bool) -> int:

@@ -840,12 +840,15 @@ def latency_report(args: argparse.Namespace, res: Run) -> list[str]:
     return lines
 
 
-def write_results(section: str, path: Path = RESULTS) -> None:
+def write_results(
+    section: str, path: Path = RESULTS, markers: tuple[str, str] = (START, END)
+) -> None:
     """Replace our own section (between the markers) or append it; never touch the rest."""
+    start, end = markers
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
