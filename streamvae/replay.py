@@ -19,10 +19,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import BinaryIO
 
 from streamvae.files import read_payloads
-from streamvae.records import SourcePosition
+from streamvae.ports import Fetched, Output
 
-Output = tuple[bytes | None, bytes]
-Fetched = tuple[bytes, SourcePosition]
 READ_AHEAD = 16_384  # records read ahead of the pipeline, at most
 FULL_WAIT_S = 0.001  # the reader's pause while the read-ahead is full
 
@@ -55,6 +53,7 @@ class FileSource:
 
     def _read(self) -> None:
         payloads = read_payloads(self.path)
+        woken: asyncio.Event | None = None
         try:
             for item in payloads:
                 while len(self._ready) >= self._cap and not self._closing.is_set():
@@ -62,19 +61,22 @@ class FileSource:
                 if self._closing.is_set():
                     return
                 self._ready.append(item)
-                self._wake()
+                woken = self._wake(woken)
         except BaseException as exc:  # re-raised by `fetch`, on the loop
             self._error = exc
         finally:
             payloads.close()  # closes the file (the generator's finally), in this thread
             self._done = True
-            self._wake()
+            self._wake(woken)
 
-    def _wake(self) -> None:
+    def _wake(self, woken: asyncio.Event | None) -> asyncio.Event | None:
+        """Wake the waiting `fetch` once (each waits on a new Event); `woken` is the last
+        one woken. Only `fetch` clears `_wakeup`, so a new waiter is never missed."""
         wakeup, loop = self._wakeup, self._loop
-        if wakeup is not None and loop is not None:
-            self._wakeup = None
+        if wakeup is not None and wakeup is not woken and loop is not None:
             loop.call_soon_threadsafe(wakeup.set)
+            return wakeup
+        return woken
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[Fetched]:
         if self._thread is None:
