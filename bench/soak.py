@@ -105,16 +105,24 @@ class Reader:
 
 @dataclass
 class Phase:
+    """One daemon fed at `asked` records/s; `sampler` and `reader` keep its series."""
+
     asked: float  # records/s; inf = as fast as the pipe takes them
+    sampler: RssSampler
+    reader: Reader
     sent: int = 0
     base: int = 0  # records sent before t0 (warm-up)
     t0: float = 0.0
     t1: float = 0.0
-    scored: int = 0
     exit_code: int | None = None
-    rss: list[tuple[float, int]] = field(default_factory=list)
-    cpu_s: float = 0.0
-    cpu: RssSampler | None = None
+
+    @property
+    def scored(self) -> int:
+        return self.reader.lines
+
+    @property
+    def cores(self) -> float:
+        return self.sampler.cpu_between(self.t0, self.t1) / (self.t1 - self.t0)
 
     @property
     def offered(self) -> float:
@@ -123,12 +131,10 @@ class Phase:
     @property
     def drain_rate(self) -> float:
         """Score lines per second read back after the first 30 % (the unpaced phase)."""
-        assert self.reader is not None
         return self.reader.rate(self.t0 + 0.3 * (self.t1 - self.t0), self.t1)
 
     def latencies(self) -> list[float]:
         """Latency samples (ms), the first second skipped."""
-        assert self.reader is not None
         return [ms for t, ms in self.reader.latencies_ms if self.t0 + 1 <= t <= self.t1]
 
     def kept_up(self) -> bool:
@@ -143,8 +149,6 @@ class Phase:
                 "p99": pct(self.latencies(), 99),
             }
         )
-
-    reader: Reader | None = None
 
 
 def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -164,7 +168,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
     assert proc.stdout is not None
     sampler = RssSampler(proc.pid, tree=True)
     reader = Reader(proc.stdout.fileno())
-    out = Phase(asked, reader=reader)
+    out = Phase(asked, sampler, reader)
     stdin = proc.stdin
     i = 0
 
@@ -201,20 +205,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
             proc.kill()
             proc.wait()
         sampler.stop()
-    out.scored = reader.lines
-    out.rss = sampler.samples
-    out.cpu_s = sampler.cpu_between(out.t0, out.t1)
-    out.cpu = sampler
     return out
-
-
-def growth(p: Phase) -> tuple[int, int, float]:
-    """(early median, late max, growth) of the RSS series, as bench/throughput's soak."""
-    a, b = p.t0, p.t1
-    early = [r for t, r in p.rss if a + 0.1 * (b - a) <= t <= a + 0.2 * (b - a)]
-    late = [r for t, r in p.rss if b - 0.1 * (b - a) <= t <= b]
-    e, m = int(np.median(early)), max(late)
-    return e, m, m / e - 1
 
 
 def report(
@@ -224,11 +215,8 @@ def report(
     soak: Phase,
     load: tuple[float, float],
 ) -> str:
-    assert soak.reader is not None
-    assert soak.cpu is not None
     rows = []
     for p in phases:
-        cores = p.cpu_s / (p.t1 - p.t0)
         if p.asked == float("inf"):
             name, asked, offered = f"burst ({p.t1 - p.t0:.0f} s, unpaced)", "—", p.drain_rate
             spread, kept = "", ""
@@ -237,18 +225,20 @@ def report(
             spread = f"{pct(p.latencies(), 50):,.0f} / {pct(p.latencies(), 99):,.0f}"
             kept = "yes" if p.kept_up() else "no"
         rows.append(
-            f"| {name} | {asked} | {offered:,.0f} | {p.scored:,} of {p.sent:,} | {cores:.2f} "
+            f"| {name} | {asked} | {offered:,.0f} | {p.scored:,} of {p.sent:,} | {p.cores:.2f} "
             f"| {spread} | {kept} |"
         )
     lat = soak.latencies()
-    early, late, grown = growth(soak)
+    grown = soak.sampler.growth(soak.t0, soak.t1)
+    assert grown is not None, "no RSS samples in the soak's early or late window"
+    early, late, growth = grown
     mib = 1 << 20
     minutes = []
     for k, a in enumerate(np.arange(soak.t0, soak.t1 - 1, 60.0).tolist()):
         b = min(a + 60.0, soak.t1)
         rate = soak.reader.rate(a, b)
-        cores = soak.cpu.cpu_between(a, b) / (b - a)
-        rss = max((r for t, r in soak.rss if a <= t <= b), default=0)
+        cores = soak.sampler.cpu_between(a, b) / (b - a)
+        rss = max(soak.sampler.between(a, b), default=0)
         p99 = pct([ms for t, ms in soak.reader.latencies_ms if a <= t < b], 99)
         minutes.append(
             f"| {k + 1} | {rate:,.0f} | {cores:.2f} | {cores / rate * 1e6 if rate else 0:.1f} "
@@ -274,7 +264,7 @@ def report(
             "|---|---|---|---|---|---|---|",
             *rows,
             f"| soak ({args.seconds:.0f} s) | {soak.asked:,.0f} | {soak.offered:,.0f} | "
-            f"{soak.scored:,} of {soak.sent:,} | {soak.cpu_s / (soak.t1 - soak.t0):.2f} | "
+            f"{soak.scored:,} of {soak.sent:,} | {soak.cores:.2f} | "
             f"{pct(lat, 50):,.0f} / {pct(lat, 99):,.0f} | {'yes' if soak.kept_up() else 'no'} |",
             "",
             f"Maximum offered load: **{top:,.0f} records/s**, the highest rate of a ramp step "
@@ -282,8 +272,8 @@ def report(
             "under 1 s; each step a fresh daemon, a failed step tried once more). "
             f"Soak: {args.seconds:.0f} s at {args.load:.0%} of it; daemon RSS "
             f"{early / mib:.0f} MiB early (median, 10-20 % of the run) → {late / mib:.0f} MiB "
-            f"late (max, last 10 %): growth **{grown:+.1%}**; peak "
-            f"{max(r for _, r in soak.rss) / mib:.0f} MiB. Records sent and not scored: "
+            f"late (max, last 10 %): growth **{growth:+.1%}**; peak "
+            f"{soak.sampler.peak / mib:.0f} MiB. Records sent and not scored: "
             f"{lost:,}; daemon exit code {soak.exit_code}. Per minute of the soak:",
             "",
             "| minute | scored (records/s) | daemon CPU (cores) | CPU µs per record | "

@@ -108,6 +108,16 @@ class RssSampler:
     def between(self, a: float, b: float) -> list[int]:
         return [r for t, r in self.samples if a <= t <= b]
 
+    def growth(self, a: float, b: float) -> tuple[int, int, float] | None:
+        """RSS growth over a run from `a` to `b`: (median over 10-20 % of it, max over its
+        last 10 %, max / median − 1); None without samples in either window."""
+        early = self.between(a + 0.1 * (b - a), a + 0.2 * (b - a))
+        late = self.between(b - 0.1 * (b - a), b)
+        if not early or not late:
+            return None
+        median, peak = float(np.median(early)), max(late)
+        return int(median), peak, peak / median - 1
+
     def cpu_between(self, a: float, b: float) -> float:
         """CPU seconds used from time `a` to `b` (to within one sampling interval)."""
         before = [c for t, c in self.cpu if t <= a] or [self.cpu[0][1]]
@@ -651,12 +661,9 @@ def latency(
             assert sampler is not None
             phase["load"] = 0.9
             result.soak = phase
-            a, b = phase["t0"], phase["t1"]
-            early = sampler.between(a + 0.1 * (b - a), a + 0.2 * (b - a))
-            late = sampler.between(b - 0.1 * (b - a), b)
-            if early and late:
-                result.soak_rss = (int(np.median(early)), max(late))
-                result.soak_growth = max(late) / np.median(early) - 1
+            grown = sampler.growth(phase["t0"], phase["t1"])
+            if grown is not None:
+                result.soak_rss, result.soak_growth = grown[:2], grown[2]
             result.daemon_rss = max(result.daemon_rss, sampler.peak)
     finally:
         lab.broker_cpu.stop()
