@@ -115,6 +115,19 @@ class Phase:
     t0: float = 0.0
     t1: float = 0.0
     exit_code: int | None = None
+    harness_cpu_s: float = 0.0  # this process (feeder, reader, sampler) over t0..t1
+    steal_s: float | None = None  # CPU time the hypervisor took from this VM over t0..t1
+
+    @property
+    def harness_cores(self) -> float:
+        return self.harness_cpu_s / (self.t1 - self.t0)
+
+    @property
+    def steal(self) -> str:
+        """Steal as a share of the machine's CPU time over the phase ("" if unknown)."""
+        if self.steal_s is None:
+            return ""
+        return f"{self.steal_s / ((self.t1 - self.t0) * (os.cpu_count() or 1)):.0%}"
 
     @property
     def scored(self) -> int:
@@ -149,6 +162,20 @@ class Phase:
                 "p99": pct(self.latencies(), 99),
             }
         )
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def steal_s() -> float | None:
+    """Steal time of the whole machine so far (Linux /proc/stat), in seconds."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -186,6 +213,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
             if proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {proc.returncode}: see {log}")
         out.t0 = time.time()
+        cpu0, steal0 = own_cpu_s(), steal_s()
         end, base = out.t0 + seconds, i
         while (now := time.time()) < end:
             if asked == float("inf"):
@@ -196,6 +224,9 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
                 send(due)
             time.sleep(max(0.0, TICK_S - (time.time() - now)))
         out.t1 = time.time()
+        out.harness_cpu_s, steal1 = own_cpu_s() - cpu0, steal_s()
+        if steal0 is not None and steal1 is not None:
+            out.steal_s = steal1 - steal0
         out.sent, out.base = i, base
         stdin.close()
         out.exit_code = proc.wait(timeout=120)
@@ -226,7 +257,7 @@ def report(
             kept = "yes" if p.kept_up() else "no"
         rows.append(
             f"| {name} | {asked} | {offered:,.0f} | {p.scored:,} of {p.sent:,} | {p.cores:.2f} "
-            f"| {spread} | {kept} |"
+            f"| {spread} | {kept} | {p.harness_cores:.2f} | {p.steal} |"
         )
     lat = soak.latencies()
     grown = soak.sampler.growth(soak.t0, soak.t1)
@@ -260,12 +291,17 @@ def report(
             "the Kafka client is the one part left out",
             "",
             "| phase | asked (records/s) | offered | scored | daemon CPU (cores) | "
-            "latency p50 / p99 (ms) | kept up |",
-            "|---|---|---|---|---|---|---|",
+            "latency p50 / p99 (ms) | kept up | harness CPU (cores) | host steal |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             f"| soak ({args.seconds:.0f} s) | {soak.asked:,.0f} | {soak.offered:,.0f} | "
             f"{soak.scored:,} of {soak.sent:,} | {soak.cores:.2f} | "
-            f"{pct(lat, 50):,.0f} / {pct(lat, 99):,.0f} | {'yes' if soak.kept_up() else 'no'} |",
+            f"{pct(lat, 50):,.0f} / {pct(lat, 99):,.0f} | {'yes' if soak.kept_up() else 'no'} | "
+            f"{soak.harness_cores:.2f} | {soak.steal} |",
+            "",
+            "Harness CPU: the feeding, reading and sampling process, on the same cores; host "
+            "steal: CPU time the hypervisor gave to other machines, as a share of this "
+            "machine's cores (both over the phase).",
             "",
             f"Maximum offered load: **{top:,.0f} records/s**, the highest rate of a ramp step "
             "that kept up (offered within 5 % of the rate asked, every record scored, p99 "

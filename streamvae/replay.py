@@ -21,7 +21,10 @@ from typing import BinaryIO
 from streamvae.files import read_payloads
 from streamvae.ports import Fetched, Output
 
-READ_AHEAD = 16_384  # records read ahead of the pipeline, at most
+# Records read ahead of the pipeline, at most: four default batches keep the scorers fed
+# while the reader parses the next lines; a backlog beyond that waits in the pipe or file
+# (the reader pauses), not in memory (it was 16k records, 2026-12-03).
+READ_AHEAD = 4096
 FULL_WAIT_S = 0.001  # the reader's pause while the read-ahead is full
 
 
