@@ -23,6 +23,10 @@ source and sink (streamvae.replay) as the edges. Only the Kafka client is left o
    (psutil, every 100 ms): growth = max over the last 10 % of the run / median over
    10-20 % − 1, as in bench/throughput; also per minute, with CPU per record and p99.
 
+Every phase also reports the harness's own CPU (it shares the cores) and the host's steal
+time (/proc/stat: CPU the hypervisor gave to other machines), which on a shared VM moves
+the daemon's rate from one phase to the next.
+
 After each phase stdin is closed, and every record sent must come back as a score line
 (nothing lost, nothing rejected: the records are valid).
 
