@@ -114,17 +114,17 @@ class Phase:
     asked: float  # records/s; inf = as fast as the pipe takes them
     sampler: RssSampler
     reader: Reader
+    harness: RssSampler  # this process: feeder, reader, samplers
     sent: int = 0
     base: int = 0  # records sent before t0 (warm-up)
     t0: float = 0.0
     t1: float = 0.0
     exit_code: int | None = None
-    harness_cpu_s: float = 0.0  # this process (feeder, reader, sampler) over t0..t1
     steal_s: float | None = None  # CPU time the hypervisor took from this VM over t0..t1
 
     @property
     def harness_cores(self) -> float:
-        return self.harness_cpu_s / (self.t1 - self.t0)
+        return self.harness.cpu_between(self.t0, self.t1) / (self.t1 - self.t0)
 
     @property
     def steal(self) -> str:
@@ -168,11 +168,6 @@ class Phase:
         )
 
 
-def own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 def steal_s() -> float | None:
     """Steal time of the whole machine so far (Linux /proc/stat), in seconds."""
     try:
@@ -199,7 +194,8 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
     assert proc.stdout is not None
     sampler = RssSampler(proc.pid, tree=True)
     reader = Reader(proc.stdout.fileno())
-    out = Phase(asked, sampler, reader)
+    harness = RssSampler(os.getpid())
+    out = Phase(asked, sampler, reader, harness)
     stdin = proc.stdin
     i = 0
 
@@ -217,7 +213,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
             if proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {proc.returncode}: see {log}")
         out.t0 = time.time()
-        cpu0, steal0 = own_cpu_s(), steal_s()
+        steal0 = steal_s()
         end, base = out.t0 + seconds, i
         while (now := time.time()) < end:
             if asked == float("inf"):
@@ -228,7 +224,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
                 send(due)
             time.sleep(max(0.0, TICK_S - (time.time() - now)))
         out.t1 = time.time()
-        out.harness_cpu_s, steal1 = own_cpu_s() - cpu0, steal_s()
+        steal1 = steal_s()
         if steal0 is not None and steal1 is not None:
             out.steal_s = steal1 - steal0
         out.sent, out.base = i, base
@@ -240,6 +236,7 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
             proc.kill()
             proc.wait()
         sampler.stop()
+        harness.stop()
     return out
 
 
