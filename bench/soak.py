@@ -240,6 +240,23 @@ def phase(cfg: Path, log: Path, payloads: tio.Payloads, asked: float, seconds: f
     return out
 
 
+def _row(p: Phase, kind: str) -> str:
+    """One phase's row of the report's first table (the burst has no pacing to judge)."""
+    seconds = f"{p.t1 - p.t0:.0f} s"
+    if p.asked == float("inf"):
+        name, asked, offered = f"{kind} ({seconds}, unpaced)", "—", p.drain_rate
+        spread, kept = "", ""
+    else:
+        lat = p.latencies()
+        name, asked, offered = f"{kind} ({seconds})", f"{p.asked:,.0f}", p.offered
+        spread = f"{pct(lat, 50):,.0f} / {pct(lat, 99):,.0f}"
+        kept = "yes" if p.kept_up() else "no"
+    return (
+        f"| {name} | {asked} | {offered:,.0f} | {p.scored:,} of {p.sent:,} | {p.cores:.2f} "
+        f"| {spread} | {kept} | {p.harness_cores:.2f} | {p.steal} |"
+    )
+
+
 def report(
     args: argparse.Namespace,
     phases: list[Phase],
@@ -247,20 +264,7 @@ def report(
     soak: Phase,
     load: tuple[float, float],
 ) -> str:
-    rows = []
-    for p in phases:
-        if p.asked == float("inf"):
-            name, asked, offered = f"burst ({p.t1 - p.t0:.0f} s, unpaced)", "—", p.drain_rate
-            spread, kept = "", ""
-        else:
-            name, asked, offered = f"ramp ({p.t1 - p.t0:.0f} s)", f"{p.asked:,.0f}", p.offered
-            spread = f"{pct(p.latencies(), 50):,.0f} / {pct(p.latencies(), 99):,.0f}"
-            kept = "yes" if p.kept_up() else "no"
-        rows.append(
-            f"| {name} | {asked} | {offered:,.0f} | {p.scored:,} of {p.sent:,} | {p.cores:.2f} "
-            f"| {spread} | {kept} | {p.harness_cores:.2f} | {p.steal} |"
-        )
-    lat = soak.latencies()
+    rows = [_row(p, "burst" if p.asked == float("inf") else "ramp") for p in phases]
     grown = soak.sampler.growth(soak.t0, soak.t1)
     assert grown is not None, "no RSS samples in the soak's early or late window"
     early, late, growth = grown
@@ -295,10 +299,7 @@ def report(
             "latency p50 / p99 (ms) | kept up | harness CPU (cores) | host steal |",
             "|---|---|---|---|---|---|---|---|---|",
             *rows,
-            f"| soak ({args.seconds:.0f} s) | {soak.asked:,.0f} | {soak.offered:,.0f} | "
-            f"{soak.scored:,} of {soak.sent:,} | {soak.cores:.2f} | "
-            f"{pct(lat, 50):,.0f} / {pct(lat, 99):,.0f} | {'yes' if soak.kept_up() else 'no'} | "
-            f"{soak.harness_cores:.2f} | {soak.steal} |",
+            _row(soak, "soak"),
             "",
             "Harness CPU: the feeding, reading and sampling process, on the same cores; host "
             "steal: CPU time the hypervisor gave to other machines, as a share of this "
