@@ -180,6 +180,10 @@ async def start_with_retry(
     return None
 
 
+# How much longer than its own timeout a fetch may wait (see KafkaSource.fetch).
+FETCH_GRACE_S = 0.5
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: KafkaSource) -> None:
         self._source = source
@@ -241,10 +245,18 @@ class KafkaSource:
         return self._consumer
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[tuple[bytes, SourcePosition]]:
+        # Bounded: aiokafka's getmany waits without a bound for a group reassignment in
+        # progress (the fetcher's `wait_for_assignment`), and that reassignment first runs
+        # our on_partitions_revoked, which drains the pipeline and so waits for this fetch
+        # to end: a deadlock until shutdown (seen once in the mid-run outage test, under
+        # load). Cancelling getmany at one of its awaits takes no record.
         try:
-            data = await self.consumer.getmany(
-                timeout_ms=int(timeout_s * 1000), max_records=max_records
-            )
+            async with asyncio.timeout(timeout_s + FETCH_GRACE_S):
+                data = await self.consumer.getmany(
+                    timeout_ms=int(timeout_s * 1000), max_records=max_records
+                )
+        except TimeoutError:
+            return []
         except KafkaError as exc:
             log.warning("fetch failed (%s); retrying", exc)
             await asyncio.sleep(self._spec.backoff_initial_s)
