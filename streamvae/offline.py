@@ -102,7 +102,7 @@ def train_command(settings: Any, data_paths: Sequence[Path], out_store: Path) ->
     if not features:
         raise TrainingError(f"{data_paths[0]}: cannot infer feature names")
     spec = _decoder_spec(settings, features)
-    values: list[tuple[float, ...]] = []
+    values: list[Sequence[float]] = []
     sites: list[str] = []
     rejected: Counter[str] = Counter()
     for path in data_paths:

@@ -28,6 +28,8 @@ import json
 import logging
 import math
 import operator
+import struct
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,12 +84,22 @@ class SourcePosition(NamedTuple):
 
 class SensorRecord(NamedTuple):
     """A decoded, validated input record. `values` follow the configured feature order.
-    (Immutable; a NamedTuple for construction speed: see `SourcePosition`.)"""
+    (Immutable; a NamedTuple for construction speed: see `SourcePosition`.)
+
+    The decoders give `values` as a packed `array('d')` (`packed`): a record waiting in
+    flight then holds ~0.4 KB instead of ~1.3 KB as a tuple of 38 float objects, and a
+    batch stacks with one `bytes.join` (`outputs.stack_values`). Any sequence of floats
+    is accepted (tests and the simulator build tuples); compare with `tuple(values)`."""
 
     site: str
     ts: float  # epoch seconds, UTC
-    values: tuple[float, ...]  # (D,) finite
+    values: Sequence[float]  # (D,) finite
     position: SourcePosition | None = None
+
+
+def packed(values: Iterable[float]) -> array[float]:
+    """Values as the decoders hold them: a float64 `array` (see `SensorRecord`)."""
+    return array("d", values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +382,12 @@ def decode_record(
         log.exception("decoder bug on a %d-byte payload", len(payload))
         detail = f"decoder error: {type(exc).__name__}"
         return Rejection(Reason.INVALID_JSON, detail, bytes(payload), position, site)
-    return SensorRecord(site, ts, values, position)
+    return SensorRecord(site, ts, packed(values), position)
+
+
+@lru_cache(maxsize=16)
+def _packer(width: int) -> Callable[..., bytes]:
+    return struct.Struct(f"{width}d").pack
 
 
 def decode_records(
@@ -393,7 +410,7 @@ def decode_records(
     one definition of what is valid and what each reason means."""
     loads, count_of, float_ = orjson.loads, operator.countOf, float
     width, max_bytes, max_site = len(spec.features), spec.max_message_bytes, spec.max_site_length
-    getter = spec.getter
+    getter, pack = spec.getter, _packer(width)
     out: list[SensorRecord | Rejection] = []
     append = out.append
     for payload, position in messages:
@@ -414,7 +431,7 @@ def decode_records(
                 ):
                     total = sum(values)
                     if total - total == 0.0 and count_of(map(type, values), float_) == width:
-                        append(SensorRecord(site, ts, tuple(values), position))
+                        append(SensorRecord(site, ts, array("d", pack(*values)), position))
                         continue
         except Exception:  # anything unusual: decode_record says what it is
             pass
@@ -503,7 +520,7 @@ def decode_csv_row(
         payload = raw if raw is not None else b""
         detail = f"decoder error: {type(exc).__name__}"
         return Rejection(Reason.INVALID_JSON, detail, payload, position, site)
-    return SensorRecord(site, ts, values, position)
+    return SensorRecord(site, ts, packed(values), position)
 
 
 def severity_of(score: float, threshold: float) -> float:

@@ -65,7 +65,7 @@ def test_read_records_csv(tmp_path: Path, name: str) -> None:
     ]
     first = results[0]
     assert isinstance(first, SensorRecord)
-    assert first.values == (21.5, 1500.0)  # spec order
+    assert tuple(first.values) == (21.5, 1500.0)  # spec order
     assert first.position == SourcePosition(path, 0, 1)
     bad = results[1]
     assert isinstance(bad, Rejection)

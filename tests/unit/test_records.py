@@ -62,7 +62,7 @@ def test_decode_accepts(payload: bytes, expected: tuple[float, ...]) -> None:
     record = decode_record(payload, SPEC, POS)
     assert isinstance(record, SensorRecord)
     assert record.site == "plant-7"
-    assert record.values == expected
+    assert tuple(record.values) == expected
     assert all(type(v) is float for v in record.values)
     assert record.position == POS
 
@@ -155,7 +155,7 @@ def test_unknown_feature_ignore() -> None:
     payload = _msg(values={"temp": 1.0, "rpm": 2.0, "other": "x"})
     record = decode_record(payload, IGNORE)
     assert isinstance(record, SensorRecord)
-    assert record.values == (1.0, 2.0)
+    assert tuple(record.values) == (1.0, 2.0)
     rejected = decode_record(_msg(values={"temp": 1.0, "other": 2.0}), IGNORE)
     assert isinstance(rejected, Rejection)
     assert rejected.reason is Reason.MISSING_FEATURE
@@ -176,7 +176,7 @@ def test_small_feature_sets(n: int) -> None:
     spec = DecoderSpec(names)
     record = decode_record(_msg(values={k: 1 for k in names}), spec)
     assert isinstance(record, SensorRecord)
-    assert record.values == (1.0,) * n
+    assert tuple(record.values) == (1.0,) * n
 
 
 def test_duplicate_features_refused() -> None:
@@ -215,7 +215,7 @@ def test_decode_csv_row(
     if reason is None:
         assert isinstance(result, SensorRecord), result
         assert result.site == "p"
-        assert result.values == (3.0, 2.0)  # spec order (temp, rpm), not header order
+        assert tuple(result.values) == (3.0, 2.0)  # spec order (temp, rpm), not header order
         assert result.position == POS
     else:
         assert isinstance(result, Rejection)
