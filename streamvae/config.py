@@ -130,7 +130,7 @@ class BatchingSettings(_Section):
         default=20_000,
         gt=0,
         description="Fetching pauses when this many records are fetched and not yet "
-        "committed (it resumes at half). Bounds memory (about 1.8 KB per record at 38 "
+        "committed (it resumes at half). Bounds memory (about 0.9 KB per record at 38 "
         "sensors); records stay counted until their commit, so keep it well above the "
         "records/s times kafka.commit_interval_ms: at 5,000 a replay ran at about half "
         "the default's rate.",

@@ -87,7 +87,7 @@ class SensorRecord(NamedTuple):
     (Immutable; a NamedTuple for construction speed: see `SourcePosition`.)
 
     The decoders give `values` as a packed `array('d')` (`packed`): a record waiting in
-    flight then holds ~0.4 KB instead of ~1.3 KB as a tuple of 38 float objects, and a
+    flight then holds ~0.6 KB instead of ~1.4 KB with a tuple of 38 float objects, and a
     batch stacks with one `bytes.join` (`outputs.stack_values`). Any sequence of floats
     is accepted (tests and the simulator build tuples); compare with `tuple(values)`."""
 
