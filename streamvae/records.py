@@ -87,9 +87,11 @@ class SensorRecord(NamedTuple):
     (Immutable; a NamedTuple for construction speed: see `SourcePosition`.)
 
     The decoders give `values` as a packed `array('d')` (`packed`): a record waiting in
-    flight then holds ~0.6 KB instead of ~1.4 KB with a tuple of 38 float objects, and a
-    batch stacks with one `bytes.join` (`outputs.stack_values`). Any sequence of floats
-    is accepted (tests and the simulator build tuples); compare with `tuple(values)`."""
+    flight then holds ~0.6 KB of Python objects instead of ~1.4 KB with a tuple of 38
+    float objects (0.9 against 1.8 KB of the daemon's RSS), and a batch stacks with one
+    `bytes.join` (`outputs.stack_values`), for ~0.45 µs more per record in the decoder
+    (docs/performance.md, item 18). Any sequence of floats is accepted (tests and the
+    simulator build tuples); compare with `tuple(values)`."""
 
     site: str
     ts: float  # epoch seconds, UTC
