@@ -21,7 +21,11 @@ source and sink (streamvae.replay) as the edges. Only the Kafka client is left o
    line of each chunk read.
 3. soak: `--load` of that maximum for `--seconds` on a fresh daemon. RSS of the daemon
    (psutil, every 100 ms): growth = max over the last 10 % of the run / median over
-   10-20 % − 1, as in bench/throughput; also per minute, with CPU per record and p99.
+   10-20 % − 1, as in bench/throughput (the figure the target is judged by); beside it
+   the like-for-like median growth and the slope over the second half of the run
+   (bench.throughput.RssDrift: a working set that swings around a flat level, or one
+   step when the in-flight bound first fills, is not a leak; a steady slope is); also per
+   minute, with CPU per record and p99.
 
 Every phase also reports the harness's own CPU (it shares the cores) and the host's steal
 time (/proc/stat: CPU the hypervisor gave to other machines), which on a shared VM moves
@@ -268,17 +272,20 @@ def report(
     grown = soak.sampler.growth(soak.t0, soak.t1)
     assert grown is not None, "no RSS samples in the soak's early or late window"
     early, late, growth = grown
+    drift = soak.sampler.drift(soak.t0, soak.t1)
+    assert drift is not None
     mib = 1 << 20
     minutes = []
     for k, a in enumerate(np.arange(soak.t0, soak.t1 - 1, 60.0).tolist()):
         b = min(a + 60.0, soak.t1)
         rate = soak.reader.rate(a, b)
         cores = soak.sampler.cpu_between(a, b) / (b - a)
-        rss = max(soak.sampler.between(a, b), default=0)
+        window = soak.sampler.between(a, b)
+        rss, median = max(window, default=0), float(np.median(window)) if window else 0.0
         p99 = pct([ms for t, ms in soak.reader.latencies_ms if a <= t < b], 99)
         minutes.append(
             f"| {k + 1} | {rate:,.0f} | {cores:.2f} | {cores / rate * 1e6 if rate else 0:.1f} "
-            f"| {rss / mib:.0f} | {p99:,.0f} |"
+            f"| {median / mib:.0f} / {rss / mib:.0f} | {p99:,.0f} |"
         )
     lost = soak.sent - soak.scored
     return "\n".join(
@@ -311,11 +318,14 @@ def report(
             f"Soak: {args.seconds:.0f} s at {args.load:.0%} of it; daemon RSS "
             f"{early / mib:.0f} MiB early (median, 10-20 % of the run) → {late / mib:.0f} MiB "
             f"late (max, last 10 %): growth **{growth:+.1%}**; peak "
-            f"{soak.sampler.peak / mib:.0f} MiB. Records sent and not scored: "
+            f"{soak.sampler.peak / mib:.0f} MiB. Like for like (bench.throughput.RssDrift): "
+            f"median of the last 10 % over the median of 10-20 % {drift.median_growth:+.1%}; "
+            f"slope over the second half {drift.slope_mib_per_min:+.1f} MiB per minute. "
+            "Records sent and not scored: "
             f"{lost:,}; daemon exit code {soak.exit_code}. Per minute of the soak:",
             "",
             "| minute | scored (records/s) | daemon CPU (cores) | CPU µs per record | "
-            "RSS max (MiB) | latency p99 (ms) |",
+            "RSS median / max (MiB) | latency p99 (ms) |",
             "|---|---|---|---|---|---|",
             *minutes,
             MARKERS[1],

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,32 @@ TAIL_S = 2.0
 SOAK_DRAIN_S = 60.0  # the soak's wait for outstanding acks (latency_phase `bounded`)
 WARM_MS, WARM_MAX_S = 100.0, 60.0
 WORKERS = ("daemon", "raw", "floor")
+
+
+@dataclass(frozen=True)
+class RssDrift:
+    """Two views of RSS over a run that `RssSampler.growth` (max late over median early,
+    the conservative figure the targets are judged by) mixes up: `median_growth` compares
+    the median of the last 10 % with the median of 10-20 % (a working set that swings by
+    tens of MiB around a flat level counts as growth in the max/median figure, not here);
+    `slope_mib_per_min` is the least-squares slope over the second half of the run, what a
+    leak shows as and a one-off step early on does not."""
+
+    median_growth: float
+    slope_mib_per_min: float
+
+
+def rss_drift(samples: Sequence[tuple[float, int]], a: float, b: float) -> RssDrift | None:
+    """`RssDrift` of the (time, RSS bytes) samples between `a` and `b`."""
+    span = b - a
+    early = [r for t, r in samples if a + 0.1 * span <= t <= a + 0.2 * span]
+    late = [r for t, r in samples if b - 0.1 * span <= t <= b]
+    half = [(t, r) for t, r in samples if a + 0.5 * span <= t <= b]
+    if not early or not late or len(half) < 2:
+        return None
+    t, r = np.array(half, dtype=np.float64).T
+    slope = float(np.polyfit(t - t[0], r / (1 << 20), 1)[0]) if np.ptp(t) > 0 else 0.0
+    return RssDrift(float(np.median(late)) / float(np.median(early)) - 1, slope * 60.0)
 
 
 class RssSampler:
@@ -117,6 +144,10 @@ class RssSampler:
             return None
         median, peak = float(np.median(early)), max(late)
         return int(median), peak, peak / median - 1
+
+    def drift(self, a: float, b: float) -> RssDrift | None:
+        """Like-for-like views of the same run (see `RssDrift`); None without samples."""
+        return rss_drift(self.samples, a, b)
 
     def cpu_between(self, a: float, b: float) -> float:
         """CPU seconds used from time `a` to `b` (to within one sampling interval)."""
@@ -399,6 +430,7 @@ class Run:
     soak: dict[str, float] | None = None
     soak_growth: float | None = None
     soak_rss: tuple[int, int] | None = None
+    soak_drift: RssDrift | None = None
 
 
 def variants(specs: list[str]) -> list[tuple[str, dict[str, str]]]:
@@ -664,6 +696,7 @@ def latency(
             grown = sampler.growth(phase["t0"], phase["t1"])
             if grown is not None:
                 result.soak_rss, result.soak_growth = grown[:2], grown[2]
+            result.soak_drift = sampler.drift(phase["t0"], phase["t1"])
             result.daemon_rss = max(result.daemon_rss, sampler.peak)
     finally:
         lab.broker_cpu.stop()
@@ -842,7 +875,13 @@ def latency_report(args: argparse.Namespace, res: Run) -> list[str]:
             f"{res.soak['received']:,.0f} of {res.soak['sent']:,.0f} scores read back within "
             f"{TAIL_S:.0f} s of the end; the test broker slows down as its topics grow); RSS "
             f"{mib(res.soak_rss[0])} early → {mib(res.soak_rss[1])} late: growth "
-            f"**{res.soak_growth:+.1%}**.",
+            f"**{res.soak_growth:+.1%}**"
+            + (
+                f" (median to median {res.soak_drift.median_growth:+.1%}, second-half slope "
+                f"{res.soak_drift.slope_mib_per_min:+.1f} MiB per minute)."
+                if res.soak_drift is not None
+                else "."
+            ),
         ]
     return lines
 

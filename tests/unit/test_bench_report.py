@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.report import KEEP_END, KEEP_START, Report, kept_section
 
 
@@ -24,3 +26,20 @@ def test_write_keeps_throughput_block(tmp_path: Path) -> None:
     assert text.count(KEEP_START) == 1
     assert text.count(KEEP_END) == 1
     assert block in text
+
+
+def test_rss_drift_tells_a_swing_from_a_leak() -> None:
+    from bench.throughput import rss_drift
+
+    mib = 1 << 20
+    ts = [i * 0.1 for i in range(3000)]  # 300 s
+    swing = [(t, (340 + (20 if i % 10 < 3 else 0)) * mib) for i, t in enumerate(ts)]
+    flat = rss_drift(swing, 0.0, 300.0)
+    assert flat is not None
+    assert abs(flat.median_growth) < 1e-9
+    assert abs(flat.slope_mib_per_min) < 0.5
+    leak = rss_drift([(t, int((300 + t / 60) * mib)) for t in ts], 0.0, 300.0)  # 1 MiB/min
+    assert leak is not None
+    assert leak.slope_mib_per_min == pytest.approx(1.0, rel=1e-3)
+    assert leak.median_growth > 0.01
+    assert rss_drift([], 0.0, 300.0) is None
