@@ -129,11 +129,9 @@ class BatchingSettings(_Section):
     max_in_flight_records: int = Field(
         default=20_000,
         gt=0,
-        description="Fetching pauses when this many records are fetched and not yet "
-        "committed (it resumes at half). Bounds memory (about 0.9 KB per record at 38 "
-        "sensors); records stay counted until their commit, so keep it well above the "
-        "records/s times kafka.commit_interval_ms: at 5,000 a replay ran at about half "
-        "the default's rate.",
+        description="Fetching pauses when this many records are fetched and their "
+        "outputs not yet acknowledged (it resumes at half). Bounds memory (about 0.9 KB "
+        "per record at 38 sensors); acknowledged records wait for their commit outside it.",
     )
 
 

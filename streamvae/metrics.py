@@ -195,7 +195,9 @@ class ServingMetrics:
             ["topic", "partition"],
         )
         self._in_flight = Gauge(
-            f"{p}in_flight_records", "Records fetched but not yet committed.", registry=registry
+            f"{p}in_flight_records",
+            "Records fetched whose outputs are not yet acknowledged.",
+            registry=registry,
         )
         self._paused = Gauge(
             f"{p}consumer_paused", "1 while fetching is paused (back-pressure).", registry=registry

@@ -4,7 +4,8 @@ Three kinds of loop share one pipeline; the composition root runs them in its Ta
 (`Pipeline.loops(stop)`):
 
     intake   fetch from the Source, decode (rejections become dead letters later, in order),
-             micro-batch; pauses the Source while `max_in_flight` records are not yet committed
+             micro-batch; pauses the Source while `max_in_flight` records wait for scoring
+             or for the Sink's acknowledgement
     process  score each batch in a worker thread with the model current at that moment,
              build score records and dead letters, hand them to the Sink (non-blocking);
              `scorers` of these run at once, handing over in batch order
@@ -119,7 +120,8 @@ class Pipeline:
         self._batcher: MicroBatcher[Item] = MicroBatcher(spec.policy, clock)
         self._batches: asyncio.Queue[list[Item] | None] = asyncio.Queue()
         self._deliveries: asyncio.Queue[_Delivery | None] = asyncio.Queue()
-        self._in_flight = 0
+        self._in_flight = 0  # fetched, outputs not yet acknowledged (back-pressure)
+        self._uncommitted = 0  # fetched, not yet committed (drain)
         self._changed = asyncio.Condition()
         self._closed = False
         self._draining = 0  # drains in progress (partition revocation)
@@ -179,7 +181,7 @@ class Pipeline:
         try:
             self._hand_over()
             await self._wait_for(
-                lambda: (self._in_flight == 0 and not self._fetching) or self._closed
+                lambda: (self._uncommitted == 0 and not self._fetching) or self._closed
             )
         finally:
             self._draining -= 1
@@ -213,6 +215,7 @@ class Pipeline:
                     else:
                         items = [decode(payload, pos) for payload, pos in fetched]
                     self._in_flight += len(items)
+                    self._uncommitted += len(items)
                     for full in self._batcher.add(items):
                         self._batches.put_nowait(full)
                     if self._starved and spec.eager and self._hand_over():
@@ -311,49 +314,78 @@ class Pipeline:
         outputs are produced when a batch is scored, so a later commit delays no score; it
         only means a few more records are re-read after a crash. Committing after every
         small batch cost the broker a request each (Tansu, bench/throughput.py: ~100
-        commits/s at 5k records/s with eager batching)."""
+        commits/s at 5k records/s with eager batching).
+
+        Acknowledged records leave the in-flight count (the back-pressure bound) before
+        the spaced-out commit: from then on only their offsets are held, so the bound
+        measures memory, and a commit interval no longer keeps `rate × interval` records
+        counted against it (a 5,000-record bound drained a file at half the rate of
+        20,000 when records stayed counted until their commit; docs/performance.md).
+        `drain()` still waits for the commit."""
         try:
             done = False
-            while not done:
-                group: list[_Delivery] = []
-                item = await self._deliveries.get()
-                while item is not None:
-                    group.append(item)
-                    if self._deliveries.empty():
-                        break
-                    item = self._deliveries.get_nowait()
-                done = item is None
-                if not group:
-                    continue
-                offsets: Offsets = {}
-                for delivery in group:
-                    await self._acknowledged(delivery)
-                    offsets.update(delivery.offsets)  # in batch order: the last one wins
-                if not done:
-                    await self._space_commits()
+            offsets: Offsets = {}  # of acknowledged records, to commit
+            held = 0  # acknowledged records not yet committed
+            while not done or held:
+                if not done and (not held or not self._deliveries.empty()):
+                    group, done = await self._next_group()
+                    for delivery in group:
+                        await self._acknowledged(delivery)
+                        offsets.update(delivery.offsets)  # in batch order: the last one wins
+                        delivery.scores = delivery.dead_letters = []  # nothing left to re-send
+                    count = sum(d.count for d in group)
+                    if count:
+                        self._in_flight -= count  # acknowledged: only offsets are held now
+                        held += count
+                        self._metrics.set_in_flight(self._in_flight)
+                        await self._notify()
+                    if not held:
+                        continue
+                if not done and await self._commit_later():
+                    continue  # more deliveries arrived while the commit waited: settle them
                 await self._commit(offsets)
                 self._last_commit = self._clock()
-                count = sum(d.count for d in group)
-                self._in_flight -= count
-                self.delivered += count
-                self._metrics.set_in_flight(self._in_flight)
+                self._uncommitted -= held
+                self.delivered += held
+                offsets, held = {}, 0
                 await self._notify()
         finally:
             self._closed = True
-            self._in_flight = 0
+            self._in_flight = self._uncommitted = 0
             await self._notify()
 
-    async def _space_commits(self) -> None:
-        """Wait until `commit_interval_s` after the last commit, a drain begins, or the
-        stream ends (stop, or the end of a replayed file)."""
+    async def _next_group(self) -> tuple[list[_Delivery], bool]:
+        """The deliveries waiting in the queue (at least one item, waiting for it), and
+        whether the end of the stream (None) was among them."""
+        group: list[_Delivery] = []
+        item = await self._deliveries.get()
+        while item is not None:
+            group.append(item)
+            if self._deliveries.empty():
+                break
+            item = self._deliveries.get_nowait()
+        return group, item is None
+
+    async def _commit_later(self) -> bool:
+        """Wait until `commit_interval_s` after the last commit, a drain begins, the stream
+        ends (stop, or the end of a replayed file), or another delivery is queued. True in
+        the last case (commit later, with it), False when the commit is due now."""
         wait = self._last_commit + self._spec.commit_interval_s - self._clock()
         if wait <= 0 or self._draining or self._processed:
-            return
+            return False
         try:
             async with asyncio.timeout(wait):
-                await self._wait_for(lambda: self._draining > 0 or self._closed or self._processed)
+                await self._wait_for(
+                    lambda: (
+                        self._draining > 0
+                        or self._closed
+                        or self._processed
+                        or not self._deliveries.empty()
+                    )
+                )
         except TimeoutError:
-            pass
+            return False
+        return not (self._draining or self._closed or self._processed)
 
     async def _acknowledged(self, delivery: _Delivery) -> None:
         """Wait for every ack of a delivery, re-sending on failure."""
