@@ -38,7 +38,7 @@ def make(
     metrics: RecordingMetrics | None = None,
     training: RecordingTraining | None = None,
     scorers: int = 2,
-    commit_interval_s: float | None = None,
+    commit_interval_s: float = 0.0,
 ) -> tuple[Pipeline, Holder]:
     holder = Holder(detector or FakeDetector())
     spec = PipelineSpec(
@@ -47,7 +47,7 @@ def make(
         scorers=scorers,
         top_contributions=top,
         retry_initial_s=0.01,
-        **({} if commit_interval_s is None else {"commit_interval_s": commit_interval_s}),
+        commit_interval_s=commit_interval_s,
     )
     pipe = Pipeline(source, sink, holder, FAKE_CODEC, spec, metrics=metrics, training=training)
     return pipe, holder
