@@ -83,12 +83,21 @@ class RssDrift:
     slope_mib_per_min: float
 
 
-def rss_drift(samples: Sequence[tuple[float, int]], a: float, b: float) -> RssDrift | None:
-    """`RssDrift` of the (time, RSS bytes) samples between `a` and `b`."""
+def rss_windows(
+    samples: Sequence[tuple[float, int]], a: float, b: float
+) -> tuple[list[int], list[int]]:
+    """RSS samples of a run from `a` to `b` in its early window (10-20 % of it) and its
+    late one (the last 10 %): the windows every growth figure of the benches compares."""
     span = b - a
     early = [r for t, r in samples if a + 0.1 * span <= t <= a + 0.2 * span]
     late = [r for t, r in samples if b - 0.1 * span <= t <= b]
-    half = [(t, r) for t, r in samples if a + 0.5 * span <= t <= b]
+    return early, late
+
+
+def rss_drift(samples: Sequence[tuple[float, int]], a: float, b: float) -> RssDrift | None:
+    """`RssDrift` of the (time, RSS bytes) samples between `a` and `b`."""
+    early, late = rss_windows(samples, a, b)
+    half = [(t, r) for t, r in samples if (a + b) / 2 <= t <= b]
     if not early or not late or len(half) < 2:
         return None
     t, r = np.array(half, dtype=np.float64).T
@@ -138,8 +147,7 @@ class RssSampler:
     def growth(self, a: float, b: float) -> tuple[int, int, float] | None:
         """RSS growth over a run from `a` to `b`: (median over 10-20 % of it, max over its
         last 10 %, max / median − 1); None without samples in either window."""
-        early = self.between(a + 0.1 * (b - a), a + 0.2 * (b - a))
-        late = self.between(b - 0.1 * (b - a), b)
+        early, late = rss_windows(self.samples, a, b)
         if not early or not late:
             return None
         median, peak = float(np.median(early)), max(late)
