@@ -39,6 +39,48 @@ def mean_over(per_machine: Mapping[str, Detection], attr: str) -> float:
     return float(np.mean([getattr(d, attr) for d in per_machine.values()]))
 
 
+@dataclass(frozen=True)
+class PairedDiff:
+    """Mean over machines of a paired difference (a − b), with a bootstrap interval."""
+
+    mean: float
+    low: float  # percentile bootstrap interval over machines (resampled with replacement)
+    high: float
+    ahead: int  # machines where a > b
+    n: int  # machines compared
+
+    @property
+    def decided(self) -> bool:
+        """True when the interval excludes 0 (a and b differ at this level)."""
+        return self.low > 0 or self.high < 0
+
+
+def paired_difference(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    *,
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedDiff:
+    """Paired difference of one metric between two methods over the machines both have.
+
+    The machines are the unit that is resampled: the interval says how much the mean
+    difference depends on which machines happened to be in the data set (each value is
+    already a mean over training seeds). Deterministic given `seed`.
+    """
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        nan = float("nan")
+        return PairedDiff(nan, nan, nan, 0, 0)
+    d = np.array([a[k] - b[k] for k in keys], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    return PairedDiff(float(d.mean()), float(low), float(high), int((d > 0).sum()), len(d))
+
+
 def quantile_threshold(train_scores: npt.ArrayLike, fpr: float) -> float:
     """The (1 - fpr) quantile of scores on (held-out) training data.
 

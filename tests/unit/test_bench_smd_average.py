@@ -1,10 +1,14 @@
-"""bench.smd.average: SMD metrics over training seeds (pure; no data needed)."""
+"""bench.smd.average and bench.metrics.paired_difference: SMD metrics over seeds and
+machines (pure; no data needed)."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 
-from bench.metrics import Detection, HitRate
+from bench.metrics import Detection, HitRate, paired_difference
 from bench.smd import SmdResults, average
 
 
@@ -30,3 +34,49 @@ def test_average_is_the_mean_over_seeds_per_machine() -> None:
     hit = out.hits["ours"]["m1"]
     assert hit.points == pytest.approx(0.7)
     assert (hit.n_points, hit.n_segments) == (10, 2)  # counts are not averaged
+
+
+def test_paired_difference_interval_and_counts() -> None:
+    a = {f"m{i}": 0.5 + 0.01 * i for i in range(10)}
+    b = {k: v - 0.1 for k, v in a.items()}  # a is ahead by exactly 0.1 everywhere
+    d = paired_difference(a, b | {"extra": 0.0})  # only shared machines count
+    assert (d.mean, d.low, d.high) == pytest.approx((0.1, 0.1, 0.1))
+    assert (d.ahead, d.n, d.decided) == (10, 10, True)
+
+
+def test_paired_difference_holds_zero_for_a_coin_flip() -> None:
+    a = {f"m{i}": 0.5 + (0.05 if i % 2 else -0.05) for i in range(12)}
+    b = dict.fromkeys(a, 0.5)
+    d = paired_difference(a, b, seed=1)
+    assert d.mean == pytest.approx(0.0)
+    assert d.low < 0 < d.high
+    assert not d.decided
+    assert paired_difference(a, b, seed=1) == d  # deterministic given the seed
+
+
+def test_paired_difference_with_nothing_shared_is_nan() -> None:
+    d = paired_difference({"m1": 1.0}, {"m2": 1.0})
+    assert d.n == 0
+    assert math.isnan(d.mean)
+
+
+def test_targets_judge_the_means_and_show_the_paired_evidence(tmp_path: Path) -> None:
+    from bench.report import Report
+    from bench.smd import OURS, PCA
+    from bench.tables import targets
+
+    res = SmdResults(seeds=(0,))
+    for i in range(6):
+        res.add(OURS, f"m{i}", _det(0.40 + 0.01 * (i % 2), 0.30), None)
+        res.add(PCA, f"m{i}", _det(0.50, 0.20), None)
+    res.per_seed = {OURS: [(0.405, 0.30)], PCA: [(0.50, 0.20)]}
+    rep = Report(out_dir=tmp_path, mode="quick", seeds=[0], code="git test")
+    targets(rep, res)
+    text = "\n".join(rep.chunks)
+    assert "ours best on mean AUPRC: **not met** (ours 0.405, best other PCA 0.500)" in text
+    assert "ours best on mean F1 (calibrated): **met**" in text
+    auprc = next(line for line in text.splitlines() if line.startswith("| AUPRC | PCA |"))
+    assert auprc.startswith("| AUPRC | PCA | -0.095 | [-0.09")
+    assert auprc.endswith("| 0 / 6 | 0 / 1 | **ours behind** |")
+    f1 = "| F1 (calibrated) | PCA | +0.100 | [+0.100, +0.100] | 6 / 6 | 1 / 1 | ours ahead |"
+    assert f1 in text
