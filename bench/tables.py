@@ -8,8 +8,8 @@ from bench import plots
 from bench.data import TABULAR_NAMES
 from bench.density import DECODERS, DensityResults
 from bench.fewshot import METHODS, FewShotResults
+from bench.metrics import PairedDiff, paired_difference
 from bench.metrics import mean_over as _mean
-from bench.metrics import paired_difference
 from bench.report import Report, fmt, pm
 from bench.smd import OURS, SHORT, SmdResults
 
@@ -149,12 +149,10 @@ def smd(rep: Report, res: SmdResults) -> None:
         )
 
 
-def _verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "ours ahead"
-    if high < 0:
-        return "**ours behind**"
-    return "tie (interval holds 0)"
+def _verdict(d: PairedDiff) -> str:
+    if not d.decided:
+        return "tie (interval holds 0)"
+    return "ours ahead" if d.low > 0 else "**ours behind**"
 
 
 def targets(rep: Report, res: SmdResults) -> None:
@@ -180,7 +178,7 @@ def targets(rep: Report, res: SmdResults) -> None:
                     f"[{d.low:+.3f}, {d.high:+.3f}]",
                     f"{d.ahead} / {d.n}",
                     f"{seeds} / {len(pairs)}",
-                    _verdict(d.low, d.high),
+                    _verdict(d),
                 ]
             )
         best = max(others, key=lambda m: _mean(res.detection[m], attr))
@@ -260,12 +258,13 @@ def fewshot(rep: Report, res: FewShotResults) -> None:
         best_other = means[best][n]
         ours = {k: v.auprc for k, v in res.results[n][METHODS[0]].items()}
         theirs = {k: v.auprc for k, v in res.results[n][best].items()}
-        ahead = sum(ours[k] > theirs[k] for k in ours.keys() & theirs.keys())
+        shared = ours.keys() & theirs.keys()
+        ahead = sum(ours[k] > theirs[k] for k in shared)
         rep.text(
             f"n = {n}: (a) / (f) = {fmt(a / f if f else float('nan'), 2)}; "
             f"(a) {'beats' if a > best_other else 'does **not** beat'} the best of (b)–(e) "
             f"({fmt(a)} vs {fmt(best_other)}, {best[:3]}; ahead on {ahead} of "
-            f"{len(ours.keys() & theirs.keys())} held-out machines)."
+            f"{len(shared)} held-out machines)."
         )
     path = rep.image("fewshot_auprc.png", "New-site few-shot: mean AUPRC over held-out machines")
     plots.fewshot_lines(means, path)

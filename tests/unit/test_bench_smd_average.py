@@ -4,7 +4,6 @@ machines (pure; no data needed)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -58,25 +57,3 @@ def test_paired_difference_with_nothing_shared_is_nan() -> None:
     d = paired_difference({"m1": 1.0}, {"m2": 1.0})
     assert d.n == 0
     assert math.isnan(d.mean)
-
-
-def test_targets_judge_the_means_and_show_the_paired_evidence(tmp_path: Path) -> None:
-    from bench.report import Report
-    from bench.smd import OURS, PCA
-    from bench.tables import targets
-
-    res = SmdResults(seeds=(0,))
-    for i in range(6):
-        res.add(OURS, f"m{i}", _det(0.40 + 0.01 * (i % 2), 0.30), None)
-        res.add(PCA, f"m{i}", _det(0.50, 0.20), None)
-    res.per_seed = {OURS: [(0.405, 0.30)], PCA: [(0.50, 0.20)]}
-    rep = Report(out_dir=tmp_path, mode="quick", seeds=[0], code="git test")
-    targets(rep, res)
-    text = "\n".join(rep.chunks)
-    assert "ours best on mean AUPRC: **not met** (ours 0.405, best other PCA 0.500)" in text
-    assert "ours best on mean F1 (calibrated): **met**" in text
-    auprc = next(line for line in text.splitlines() if line.startswith("| AUPRC | PCA |"))
-    assert auprc.startswith("| AUPRC | PCA | -0.095 | [-0.09")
-    assert auprc.endswith("| 0 / 6 | 0 / 1 | **ours behind** |")
-    f1 = "| F1 (calibrated) | PCA | +0.100 | [+0.100, +0.100] | 6 / 6 | 1 / 1 | ours ahead |"
-    assert f1 in text

@@ -1,4 +1,4 @@
-"""bench.tables: the paired figures beside the density and few-shot verdicts (pure)."""
+"""bench.tables: the SMD targets and the paired figures beside the verdicts (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from bench.density import DensityResults
 from bench.fewshot import METHODS, FewShotResults
 from bench.metrics import Detection
 from bench.report import Report
-from bench.tables import density, fewshot
+from bench.smd import OURS, PCA, SmdResults
+from bench.tables import density, fewshot, targets
+
+
+def _det(auprc: float, f1: float) -> Detection:
+    return Detection(auprc, 0.8, f1, 0.5, 0.5, 0.6, 1.0)
 
 
 def _report(tmp_path: Path) -> Report:
@@ -30,8 +35,26 @@ def test_fewshot_counts_the_machines_where_ours_is_ahead(tmp_path: Path) -> None
     for i, (ours, std) in enumerate(((0.5, 0.4), (0.5, 0.4), (0.2, 0.3))):
         for mth in METHODS:
             value = {METHODS[0]: ours, METHODS[1]: std}.get(mth, 0.1)
-            res.add(100, mth, f"m{i}", Detection(value, 0.8, 0.2, 0.5, 0.5, 0.6, 1.0))
+            res.add(100, mth, f"m{i}", _det(value, 0.2))
     rep = _report(tmp_path)
     fewshot(rep, res)
     text = "\n".join(rep.chunks)
     assert "(a) beats the best of (b)–(e) (0.400 vs 0.367, (b); ahead on 2 of 3" in text
+
+
+def test_targets_judge_the_means_and_show_the_paired_evidence(tmp_path: Path) -> None:
+    res = SmdResults(seeds=(0,))
+    for i in range(6):
+        res.add(OURS, f"m{i}", _det(0.40 + 0.01 * (i % 2), 0.30), None)
+        res.add(PCA, f"m{i}", _det(0.50, 0.20), None)
+    res.per_seed = {OURS: [(0.405, 0.30)], PCA: [(0.50, 0.20)]}
+    rep = _report(tmp_path)
+    targets(rep, res)
+    text = "\n".join(rep.chunks)
+    assert "ours best on mean AUPRC: **not met** (ours 0.405, best other PCA 0.500)" in text
+    assert "ours best on mean F1 (calibrated): **met**" in text
+    auprc = next(line for line in text.splitlines() if line.startswith("| AUPRC | PCA |"))
+    assert auprc.startswith("| AUPRC | PCA | -0.095 | [-0.09")
+    assert auprc.endswith("| 0 / 6 | 0 / 1 | **ours behind** |")
+    f1 = "| F1 (calibrated) | PCA | +0.100 | [+0.100, +0.100] | 6 / 6 | 1 / 1 | ours ahead |"
+    assert f1 in text
