@@ -256,15 +256,15 @@ def fewshot(rep: Report, res: FewShotResults) -> None:
         f = means[METHODS[-1]][n]
         best = max(METHODS[1:5], key=lambda m: means[m][n])
         best_other = means[best][n]
-        ours = {k: v.auprc for k, v in res.results[n][METHODS[0]].items()}
-        theirs = {k: v.auprc for k, v in res.results[n][best].items()}
-        shared = ours.keys() & theirs.keys()
-        ahead = sum(ours[k] > theirs[k] for k in shared)
+        d = paired_difference(
+            {k: v.auprc for k, v in res.results[n][METHODS[0]].items()},
+            {k: v.auprc for k, v in res.results[n][best].items()},
+        )
         rep.text(
             f"n = {n}: (a) / (f) = {fmt(a / f if f else float('nan'), 2)}; "
             f"(a) {'beats' if a > best_other else 'does **not** beat'} the best of (b)–(e) "
-            f"({fmt(a)} vs {fmt(best_other)}, {best[:3]}; ahead on {ahead} of "
-            f"{len(shared)} held-out machines)."
+            f"({fmt(a)} vs {fmt(best_other)}, {best[:3]}; ahead on {d.ahead} of "
+            f"{d.n} held-out machines)."
         )
     path = rep.image("fewshot_auprc.png", "New-site few-shot: mean AUPRC over held-out machines")
     plots.fewshot_lines(means, path)
