@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench import density, fewshot, smd, tables
+from bench import density, fewshot, overrides, smd, tables
 from bench.data import DEFAULT_DATA, TABULAR, load_smd, smd_machines
 from bench.report import Report
 from streamvae.model.specs import ModelSpec, ThresholdSpec, TrainSpec
@@ -108,7 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="torch CPU threads (1: fastest for these small networks)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="model.KEY=VALUE|train.KEY=VALUE",
+        help="change a ModelSpec / TrainSpec field in the SMD and few-shot sections "
+        "(repeatable; for variant runs, stated in the RESULTS header)",
+    )
     args = ap.parse_args(argv)
+    try:
+        ov = overrides.parse(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     b = QUICK if args.quick else FULL
@@ -124,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"seed**: {seed}; density uses every seed above"
     )
     rep.facts.append(f"**Product defaults used**: `{base}`, `{tspec}`, `{TrainSpec()}`")
+    if ov:
+        rep.facts.append(
+            f"**Overrides** (SMD and few-shot sections; not the reported configuration): "
+            f"`{ov.describe()}`"
+        )
+    smd_train = ov.apply_train(TrainSpec(seed=seed, max_epochs=b.smd_epochs))
+    fewshot_train = ov.apply_train(TrainSpec(seed=seed, max_epochs=b.fewshot_epochs))
+    variant = ov.apply_model(base)
     t_all = time.perf_counter()
 
     if "density" in sections:
@@ -162,15 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "smd" in sections:
         t0 = time.perf_counter()
         rep.text(
-            SMD_TEXT.format(stride=b.smd_stride, epochs=b.smd_epochs, fpr=tspec.false_positive_rate)
+            SMD_TEXT.format(
+                stride=b.smd_stride, epochs=smd_train.max_epochs, fpr=tspec.false_positive_rate
+            )
         )
-        train = TrainSpec(seed=seed, max_epochs=b.smd_epochs)
         res_smd = smd.run_seeds(
             machines,
             smd_seeds,
             stride=b.smd_stride,
-            model=base,
-            train=train,
+            model=variant,
+            train=smd_train,
             tspec=tspec,
             hst=b.hst,
         )
@@ -179,24 +200,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables.explanations(rep, res_smd)
         rep.text(f"Sections 2–3 time: {(time.perf_counter() - t0) / 60:.1f} min.")
         rep.write()
-        if b.smd_stride == b.fewshot_stride and b.smd_epochs == b.fewshot_epochs:
+        if b.smd_stride == b.fewshot_stride and smd_train == fewshot_train:
             ceiling = res_smd.ours
     if "fewshot" in sections:
         t0 = time.perf_counter()
         hold = held_out(names, b.fewshot_machines)
         rep.text(
             FEWSHOT_TEXT.format(
-                machines=", ".join(hold), stride=b.fewshot_stride, epochs=b.fewshot_epochs
+                machines=", ".join(hold),
+                stride=b.fewshot_stride,
+                epochs=fewshot_train.max_epochs,
             )
         )
-        train = TrainSpec(seed=seed, max_epochs=b.fewshot_epochs)
         res_fs = fewshot.run(
             machines,
             hold,
             b.fewshot_ns,
             stride=b.fewshot_stride,
-            model=base,
-            train=train,
+            model=variant,
+            train=fewshot_train,
             tspec=tspec,
             ceiling=ceiling,
         )
