@@ -63,7 +63,16 @@ def fit(
         version=label or "bench",
     )
     seconds = time.perf_counter() - t0
-    log.info("trained %s on %d rows in %.1f s", label, len(values), seconds)
+    rep = det.report
+    log.info(
+        "trained %s on %d rows in %.1f s: %d epochs, best epoch %d%s",
+        label,
+        len(values),
+        seconds,
+        rep.epochs,
+        rep.best_epoch + 1,  # the report counts from 0
+        ", stopped early" if rep.stopped_early else "",
+    )
     return Fitted(det, seconds, label)
 
 
