@@ -11,9 +11,10 @@ anything is trained, naming the field.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from bench import product
 from streamvae.model.specs import ModelSpec, TrainSpec
 
 _SPECS: dict[str, type[ModelSpec] | type[TrainSpec]] = {"model": ModelSpec, "train": TrainSpec}
@@ -30,10 +31,10 @@ class Overrides:
         return bool(self.model or self.train)
 
     def apply_model(self, spec: ModelSpec) -> ModelSpec:
-        return replace(spec, **self.model)
+        return product.with_(spec, **self.model)
 
     def apply_train(self, spec: TrainSpec) -> TrainSpec:
-        return replace(spec, **self.train)
+        return product.replace_train(spec, **self.train)
 
     def describe(self) -> str:
         """`model.latent_dim=4, train.learning_rate=0.0001` (in the RESULTS header)."""
