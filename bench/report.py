@@ -71,14 +71,19 @@ def pm(mean: float, sd: float, digits: int = 3) -> str:
 
 
 KEEP_START, KEEP_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+# The blocks other benches write into RESULTS.md (bench/throughput.py, bench/soak.py),
+# kept when the evaluation rewrites the file.
+KEPT_BLOCKS = ((KEEP_START, KEEP_END), ("<!-- soak:start -->", "<!-- soak:end -->"))
 
 
 def kept_section(text: str) -> str:
-    """The block written by bench/throughput.py (markers included), or "" if absent."""
-    if KEEP_START not in text or KEEP_END not in text:
-        return ""
-    body = text.split(KEEP_START, 1)[1].split(KEEP_END, 1)[0]
-    return f"\n{KEEP_START}{body}{KEEP_END}\n"
+    """The blocks of KEPT_BLOCKS found in `text` (markers included), or "" if none."""
+    out = ""
+    for start, end in KEPT_BLOCKS:
+        if start in text and end in text:
+            body = text.split(start, 1)[1].split(end, 1)[0]
+            out += f"\n{start}{body}{end}\n"
+    return out
 
 
 @dataclass
@@ -130,7 +135,7 @@ class Report:
         return "\n".join(header) + "\n" + "\n".join(self.chunks)
 
     def write(self, name: str = "RESULTS.md") -> Path:
-        """Write atomically; a throughput section already in the file is kept at the end."""
+        """Write atomically; the other benches' blocks already in the file are kept at the end."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / name
         tmp = path.with_suffix(".tmp")

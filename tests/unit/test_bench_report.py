@@ -1,4 +1,4 @@
-"""bench/report.py keeps the throughput section that bench/throughput.py wrote."""
+"""bench/report.py keeps the sections that bench/throughput.py and bench/soak.py wrote."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import KEEP_END, KEEP_START, Report, kept_section
+from bench.report import KEEP_END, KEEP_START, KEPT_BLOCKS, Report, kept_section
 
 
 def test_kept_section_absent() -> None:
@@ -26,6 +26,28 @@ def test_write_keeps_throughput_block(tmp_path: Path) -> None:
     assert text.count(KEEP_START) == 1
     assert text.count(KEEP_END) == 1
     assert block in text
+
+
+def test_write_keeps_the_soak_block_too(tmp_path: Path) -> None:
+    soak_start, soak_end = KEPT_BLOCKS[1]
+    throughput = f"{KEEP_START}\n## Throughput\n{KEEP_END}"
+    soak = f"{soak_start}\n## Soak\n{soak_end}"
+    (tmp_path / "RESULTS.md").write_text(f"# old\n\n{throughput}\n\n{soak}\n", "utf-8")
+    for _ in range(2):
+        rep = Report(out_dir=tmp_path, mode="quick", seeds=[0], code="git test")
+        rep.text("## 1. new section")
+        rep.write()
+    text = (tmp_path / "RESULTS.md").read_text("utf-8")
+    assert throughput in text
+    assert soak in text
+    assert text.count(soak_start) == 1
+
+
+def test_kept_markers_are_the_ones_the_benches_write() -> None:
+    from bench.soak import MARKERS
+    from bench.throughput import END, START
+
+    assert KEPT_BLOCKS == ((START, END), MARKERS)
 
 
 def test_rss_drift_tells_a_swing_from_a_leak() -> None:
