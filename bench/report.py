@@ -70,10 +70,12 @@ def pm(mean: float, sd: float, digits: int = 3) -> str:
     return f"{fmt(mean, digits)} ± {fmt(sd, digits)}"
 
 
-KEEP_START, KEEP_END = "<!-- throughput:start -->", "<!-- throughput:end -->"
-# The blocks other benches write into RESULTS.md (bench/throughput.py, bench/soak.py),
-# kept when the evaluation rewrites the file.
-KEPT_BLOCKS = ((KEEP_START, KEEP_END), ("<!-- soak:start -->", "<!-- soak:end -->"))
+# The blocks other benches write into RESULTS.md (bench/throughput.py, bench/soak.py take
+# their markers from here), kept when the evaluation rewrites the file.
+THROUGHPUT_MARKERS = ("<!-- throughput:start -->", "<!-- throughput:end -->")
+SOAK_MARKERS = ("<!-- soak:start -->", "<!-- soak:end -->")
+KEEP_START, KEEP_END = THROUGHPUT_MARKERS
+KEPT_BLOCKS = (THROUGHPUT_MARKERS, SOAK_MARKERS)
 
 
 def kept_section(text: str) -> str:

@@ -54,10 +54,10 @@ import numpy as np
 import orjson
 
 from bench import throughput_io as tio
+from bench.report import SOAK_MARKERS, cpu_model
 from bench.throughput import (
     ROOT,
     RssSampler,
-    cpu_model,
     pct,
     sustained,
     train_model,
@@ -65,7 +65,7 @@ from bench.throughput import (
 )
 from bench.throughput import write_results as write_section
 
-MARKERS = ("<!-- soak:start -->", "<!-- soak:end -->")
+MARKERS = SOAK_MARKERS
 TICK_S = 0.02
 CHUNK = 2048  # records per write when unpaced
 READ = 1 << 20

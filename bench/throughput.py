@@ -52,12 +52,13 @@ import psutil
 from aiokafka import AIOKafkaProducer
 
 from bench import throughput_io as tio
+from bench.report import THROUGHPUT_MARKERS, cpu_model
 from streamvae.broker import EmbeddedBroker
 from streamvae.config import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+START, END = THROUGHPUT_MARKERS
 PARTITIONS = 4
 LOADS = (0.25, 0.5, 0.9)
 # of the backlog rate, until one fails; the sustained maximum has been 20-30 % of it on
@@ -385,16 +386,6 @@ def sustained(phase: dict[str, float]) -> bool:
         and phase["received"] == phase["sent"]
         and phase["p99"] <= SUSTAINED_P99_MS
     )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @dataclass(frozen=True)
