@@ -155,6 +155,10 @@ def packed_scorer(
         with warnings.catch_warnings():
             # shape checks (site embedding width) and log K are constants of a model
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+            # torch 2.13 marks jit.trace deprecated (for compile / export, which cost
+            # seconds of compilation per model); under `-W error` (the test suite) the
+            # warning would otherwise turn into the eager fallback
+            warnings.filterwarnings("ignore", r".*jit\.trace.* is deprecated", DeprecationWarning)
             with torch.inference_mode(False), torch.no_grad():
                 graph = torch.jit.trace(  # type: ignore[no-untyped-call]
                     inference_copy(module), (x, site, eps), check_trace=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -123,12 +124,17 @@ def test_contribution_points_at_the_broken_sensor(detector: Detector, site_data:
 
 
 @pytest.mark.parametrize("k", [1, 5])
-def test_traced_scorer_equals_eager_maths(detector: Detector, site_data: SiteData, k: int) -> None:
+def test_traced_scorer_equals_eager_maths(
+    detector: Detector, site_data: SiteData, k: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """The daemon scores through one traced graph (`packed_scorer`): the numbers of the
     eager `importance_score` up to float32 rounding (its MLPs are in sigmoid form), for
-    any batch size (the trace was taken at 2 records)."""
+    any batch size (the trace was taken at 2 records). The trace itself must succeed
+    (under the suite's warnings-as-errors too), else this compares eager with eager."""
     eps = scoring_noise(k, detector.model_spec.latent_dim, detector.device)
-    scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
+    with caplog.at_level(logging.ERROR, logger="streamvae.model.scoring"):
+        scorer = packed_scorer(detector.vae, detector.disc, eps, len(detector.features))
+    assert not caplog.records, caplog.text
     x = torch.from_numpy(detector.scaler.transform(site_data.values, site_data.sites))
     slots = torch.from_numpy(detector.slots_of(site_data.sites)[0])
     with torch.inference_mode():
